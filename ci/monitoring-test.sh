@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# ci/monitoring-test.sh: checks the monitoring-as-code files under
+# config/prometheus/ (scrape config, alerting rules, their unit tests) and
+# the runbook sections the alerts link to.
+#
+# Each check prints the command it runs and counts as passed or failed; the
+# last line is "monitoring: N passed, M failed" and the exit status is
+# non-zero when anything failed. promtool (Debian package "prometheus"),
+# yamllint and PyYAML are installed with apt-get when missing.
+#
+# The mutation checks prove that alerts_test.yml can fail: for every alert,
+# a copy of alerts.yml is made where that alert never fires, and one where it
+# fires whenever its real expression is false; the unit tests must reject
+# both, i.e. every alert has a tested firing case and a tested silent case.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+prom_dir=config/prometheus
+passed=0
+failed=0
+
+apt_install() {
+	echo "+ apt-get install -y $*"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if ! command -v promtool >/dev/null 2>&1; then
+	apt_install prometheus
+fi
+if ! command -v yamllint >/dev/null 2>&1; then
+	apt_install yamllint
+fi
+py=""
+for candidate in python3 /usr/bin/python3; do
+	if "$candidate" -c 'import yaml' >/dev/null 2>&1; then
+		py=$candidate
+		break
+	fi
+done
+if [[ -z $py ]]; then
+	apt_install python3-yaml
+	py=/usr/bin/python3
+fi
+
+# check NAME CMD...: run CMD, count it as passed when it exits 0.
+check() {
+	local name=$1
+	shift
+	echo "+ $*"
+	if "$@"; then
+		passed=$((passed + 1))
+		echo "ok: $name"
+	else
+		failed=$((failed + 1))
+		echo "FAILED: $name"
+	fi
+}
+
+# must_fail NAME CMD...: run CMD quietly, count it as passed when it fails.
+must_fail() {
+	local name=$1
+	shift
+	echo "+ ! $*"
+	if "$@" >/dev/null 2>&1; then
+		failed=$((failed + 1))
+		echo "FAILED: $name: the unit tests still pass"
+	else
+		passed=$((passed + 1))
+		echo "ok: $name"
+	fi
+}
+
+check "prometheus.yml is valid" \
+	promtool check config "$prom_dir/prometheus.yml"
+check "alerts.yml is valid" \
+	promtool check rules "$prom_dir/alerts.yml"
+check "alert unit tests pass" \
+	promtool test rules "$prom_dir/alerts_test.yml"
+check "YAML lint" \
+	yamllint --strict -d relaxed "$prom_dir"
+
+# Every alert: severity, summary, description, and a runbook_url whose
+# anchor is a heading of the runbook (README.md once the runbook is merged
+# into it, docs/monitoring.md until then), using GitHub's anchor rules.
+runbook_check() {
+	"$py" - "$prom_dir/alerts.yml" <<'PY'
+import re
+import sys
+
+import yaml
+
+PREFIX = "https://github.com/pier-service/pier/blob/main/README.md#"
+
+
+def anchors(path):
+    found = set()
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+            if m:
+                text = m.group(1).strip().lower()
+                text = re.sub(r"[^\w\- ]", "", text)
+                found.add(text.replace(" ", "-"))
+    return found
+
+
+def has_runbook(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return any(re.match(r"#+\s+Runbook:", line) for line in f)
+    except FileNotFoundError:
+        return False
+
+
+doc = "README.md" if has_runbook("README.md") else "docs/monitoring.md"
+known = anchors(doc)
+errors = []
+rules = [r for g in yaml.safe_load(open(sys.argv[1]))["groups"] for r in g["rules"]]
+for rule in rules:
+    name = rule.get("alert")
+    if not name:
+        continue
+    if rule.get("labels", {}).get("severity") not in ("critical", "warning", "info"):
+        errors.append(f"{name}: severity must be critical, warning or info")
+    ann = rule.get("annotations", {})
+    for key in ("summary", "description", "runbook_url"):
+        if not ann.get(key):
+            errors.append(f"{name}: annotation {key} is missing")
+    url = ann.get("runbook_url", "")
+    if not url.startswith(PREFIX):
+        errors.append(f"{name}: runbook_url does not start with {PREFIX}")
+    elif url[len(PREFIX):] not in known:
+        errors.append(f"{name}: no heading in {doc} has the anchor #{url[len(PREFIX):]}")
+for e in errors:
+    print(e)
+print(f"{len(rules)} alerts, runbook anchors checked against {doc}")
+sys.exit(1 if errors else 0)
+PY
+}
+check "every alert has severity, annotations and a runbook section" runbook_check
+
+# Mutants: one directory per (alert, mutation) with a mutated alerts.yml
+# next to a copy of alerts_test.yml.
+mutant_root=$(mktemp -d)
+trap 'rm -rf "$mutant_root"' EXIT
+"$py" - "$prom_dir/alerts.yml" "$prom_dir/alerts_test.yml" "$mutant_root" <<'PY'
+import copy
+import os
+import shutil
+import sys
+
+import yaml
+
+rules_path, tests_path, root = sys.argv[1:4]
+with open(rules_path) as f:
+    original = yaml.safe_load(f)
+mutations = {
+    # The alert can never fire: every firing case must fail.
+    "never-fires": lambda expr: "vector(0) > 0",
+    # The alert also fires (without labels) whenever its real expression is
+    # empty: every silent case must fail.
+    "always-fires": lambda expr: f"({expr.strip()}) or on() vector(1)",
+}
+for gi, group in enumerate(original["groups"]):
+    for ri, rule in enumerate(group["rules"]):
+        if "alert" not in rule:
+            continue
+        for kind, mutate in mutations.items():
+            doc = copy.deepcopy(original)
+            target = doc["groups"][gi]["rules"][ri]
+            target["expr"] = mutate(target["expr"])
+            out = os.path.join(root, f"{rule['alert']}-{kind}")
+            os.mkdir(out)
+            with open(os.path.join(out, "alerts.yml"), "w") as f:
+                yaml.safe_dump(doc, f, sort_keys=False)
+            shutil.copy(tests_path, os.path.join(out, "alerts_test.yml"))
+PY
+for mutant in "$mutant_root"/*/; do
+	name=$(basename "$mutant")
+	must_fail "unit tests catch mutant $name" \
+		promtool test rules "$mutant/alerts_test.yml"
+done
+
+echo "monitoring: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]
