@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# k8s-validate.sh — offline checks of pier's Kubernetes manifests (config/kubernetes/).
+#
+# No cluster is needed. The script:
+#   1. lints the manifests (yamllint -d relaxed) and renders every overlay with
+#      `kubectl kustomize --load-restrictor LoadRestrictionsNone` (the ConfigMap is
+#      generated from config/*.yaml, outside the kustomization root);
+#   2. installs the pinned checkers (npm ci in ci/k8s) and runs ci/k8s/check.js on each
+#      render: Kubernetes schema and unknown fields (kubernetes-models), pier's rules, and
+#      a real pier started on the overlay's ConfigMap content that must answer every
+#      probe path with 200 and drain as the manifests expect;
+#   3. proves the checker bites: a `readinesProbe` typo put into the kustomize sources
+#      must make the render fail the checks.
+# The last line is "kubernetes: N passed, M failed"; the exit status is 1 on any failure.
+#
+# Environment:
+#   PIER_BIN                path to the pier binary (default build/default/pier)
+#   PIER_K8S_SKIP_PROBES=1  skip the checks that run pier (they fail if pier is missing)
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+kdir=config/kubernetes
+overlays=(staging prod)
+pier_bin="${PIER_BIN:-build/default/pier}"
+passed=0
+failed=0
+
+ok() {
+  passed=$((passed + 1))
+  echo "ok   $1"
+}
+fail() {
+  failed=$((failed + 1))
+  echo "FAIL $1"
+}
+finish() {
+  echo "kubernetes: ${passed} passed, ${failed} failed"
+  [ "$failed" -eq 0 ]
+}
+
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/pier-k8s-validate.XXXXXX")"
+trap 'rm -rf "$tmp"' EXIT
+
+render() { # render DIR OUT: kubectl kustomize with the restrictor the docs tell users to use
+  kubectl kustomize --load-restrictor LoadRestrictionsNone "$1" >"$2" 2>"$2.err"
+}
+
+# --- tools ---------------------------------------------------------------------------
+for tool in kubectl node npm yamllint; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    if [ "$tool" = yamllint ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "installing yamllint (Debian package)"
+      timeout 300 apt-get install -y -qq yamllint >/dev/null || true
+    fi
+    if ! command -v "$tool" >/dev/null 2>&1; then
+      fail "$tool is not installed"
+      finish
+      exit 1
+    fi
+  fi
+done
+kustomize_version="$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: //p')"
+echo "kubectl: $(kubectl version --client 2>/dev/null | sed -n 's/^Client Version: //p'), kustomize ${kustomize_version:-unknown}, node $(node --version)"
+case "$kustomize_version" in
+  v5.*) ok "kubectl's kustomize is v5 ($kustomize_version)" ;;
+  *) fail "kubectl's kustomize is ${kustomize_version:-unknown}; labels/components/replacements need v5" ;;
+esac
+
+# --- the pinned checkers --------------------------------------------------------------
+if (cd ci/k8s && timeout 300 npm ci --no-audit --no-fund --loglevel=error >"$tmp/npm.log" 2>&1); then
+  ok "npm ci in ci/k8s (kubernetes-models, yaml)"
+else
+  cat "$tmp/npm.log"
+  fail "npm ci in ci/k8s"
+  finish
+  exit 1
+fi
+
+# --- sources ---------------------------------------------------------------------------
+for env in "${overlays[@]}"; do
+  if [ -f "config/$env.yaml" ]; then
+    ok "config/$env.yaml exists (source of the $env ConfigMap)"
+  else
+    fail "config/$env.yaml is missing (the $env ConfigMap is generated from it)"
+  fi
+done
+if yamllint -d relaxed "$kdir" >"$tmp/yamllint.log" 2>&1; then
+  ok "yamllint -d relaxed $kdir"
+else
+  cat "$tmp/yamllint.log"
+  fail "yamllint -d relaxed $kdir"
+fi
+
+# --- render -----------------------------------------------------------------------------
+check_args=()
+for env in "${overlays[@]}"; do
+  if render "$kdir/overlays/$env" "$tmp/$env.yaml"; then
+    ok "kubectl kustomize renders overlays/$env ($(grep -c '^kind:' "$tmp/$env.yaml") objects)"
+    check_args+=(--render "$env=$tmp/$env.yaml")
+  else
+    cat "$tmp/$env.yaml.err"
+    fail "kubectl kustomize overlays/$env"
+  fi
+done
+
+# The optional ServiceMonitor component, added to each overlay the way docs/kubernetes.md
+# says, in a scratch copy of config/.
+mkdir -p "$tmp/withsm/config"
+cp -R "$kdir" "$tmp/withsm/config/"
+cp config/*.yaml "$tmp/withsm/config/" 2>/dev/null || true
+for env in "${overlays[@]}"; do
+  printf 'components:\n  - ../../components/servicemonitor\n' \
+    >>"$tmp/withsm/$kdir/overlays/$env/kustomization.yaml"
+  if render "$tmp/withsm/$kdir/overlays/$env" "$tmp/$env-servicemonitor.yaml"; then
+    ok "kubectl kustomize renders overlays/$env with components/servicemonitor"
+    check_args+=(--render-extra "$env+servicemonitor=$tmp/$env-servicemonitor.yaml")
+  else
+    cat "$tmp/$env-servicemonitor.yaml.err"
+    fail "kubectl kustomize overlays/$env with components/servicemonitor"
+  fi
+done
+
+# --- check the renders -----------------------------------------------------------------
+if [ "${PIER_K8S_SKIP_PROBES:-0}" = 1 ]; then
+  echo "NOTE PIER_K8S_SKIP_PROBES=1: not starting pier; probe paths are checked statically only"
+  check_args+=(--skip-pier)
+elif [ -x "$pier_bin" ]; then
+  check_args+=(--pier "$pier_bin")
+else
+  fail "pier binary $pier_bin not found (build it, set PIER_BIN, or PIER_K8S_SKIP_PROBES=1)"
+  check_args+=(--skip-pier)
+fi
+
+if [ "${#check_args[@]}" -gt 1 ]; then
+  set +e
+  node ci/k8s/check.js "${check_args[@]}" | tee "$tmp/check.log"
+  set -e
+  summary="$(grep -E '^checks: [0-9]+ passed, [0-9]+ failed$' "$tmp/check.log" | tail -n 1 || true)"
+  if [ -z "$summary" ]; then
+    fail "ci/k8s/check.js printed no summary"
+  else
+    read -r _ p _ f _ <<<"$summary"
+    passed=$((passed + p))
+    failed=$((failed + f))
+  fi
+fi
+
+# --- the checker must catch a typo in the kustomize sources ---------------------------
+mkdir -p "$tmp/typo/config"
+cp -R "$kdir" "$tmp/typo/config/"
+cp config/*.yaml "$tmp/typo/config/" 2>/dev/null || true
+sed -i 's/^\( *\)readinessProbe:/\1readinesProbe:/' "$tmp/typo/$kdir/base/deployment.yaml"
+if ! grep -q 'readinesProbe:' "$tmp/typo/$kdir/base/deployment.yaml"; then
+  fail "selftest: could not put the readinesProbe typo into base/deployment.yaml"
+elif ! render "$tmp/typo/$kdir/overlays/prod" "$tmp/typo.yaml"; then
+  cat "$tmp/typo.yaml.err"
+  fail "selftest: the render with the readinesProbe typo failed before the checker saw it"
+elif node ci/k8s/check.js --render "prod=$tmp/typo.yaml" --skip-pier --no-selftest >"$tmp/typo.log" 2>&1; then
+  fail "selftest: a readinesProbe typo in base/deployment.yaml passed the checks"
+elif grep -q '^FAIL prod: no unknown fields: .*unknown field spec.template.spec.containers\[0\].readinesProbe' "$tmp/typo.log"; then
+  ok "selftest: a readinesProbe typo in base/deployment.yaml fails \"no unknown fields\""
+else
+  cat "$tmp/typo.log"
+  fail "selftest: the readinesProbe typo failed the checks, but not as an unknown field"
+fi
+
+finish
