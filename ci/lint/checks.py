@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Small repo-specific checks that no off-the-shelf linter does; ci/lint.sh runs them.
+
+    checks.py pins FILE...                  every `uses:` pinned to a full commit SHA + `# vX.Y.Z`,
+                                            every workflow with a top-level `permissions:`
+    checks.py required-checks CI_YML JSON...  the status checks that ci/github-protect.sh
+                                            requires are exactly the jobs of ci.yml
+    checks.py cloud-init-keys FILE          every top-level key of a #cloud-config file is one
+                                            that some cloud-init module reads (the schema
+                                            command accepts unknown keys silently, so a typo
+                                            like `package:` would pass it)
+
+Each finding is printed as `FILE:LINE: message`; the exit status is 1 when there is any.
+"""
+
+import json
+import re
+import sys
+
+import yaml
+
+SHA_PIN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[^@\s]+)?@[0-9a-f]{40}$")
+VERSION_COMMENT = re.compile(r"^v\d+\.\d+\.\d+\b")
+USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<ref>[^\s#]+)\s*(?:#\s*(?P<comment>.*))?$")
+
+
+def check_pins(paths):
+    findings = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        for lineno, line in enumerate(text.splitlines(), 1):
+            m = USES_LINE.match(line)
+            if not m:
+                continue
+            ref = m.group("ref").strip("'\"")
+            comment = (m.group("comment") or "").strip()
+            if ref.startswith("./"):
+                continue  # an action of this repository, same commit
+            if ref.startswith("docker://"):
+                if "@sha256:" not in ref:
+                    findings.append(f"{path}:{lineno}: docker action {ref} is not pinned by digest")
+                continue
+            if not SHA_PIN.match(ref):
+                findings.append(f"{path}:{lineno}: {ref} is not pinned to a full 40-hex commit SHA")
+            elif not VERSION_COMMENT.match(comment):
+                findings.append(f"{path}:{lineno}: {ref} needs a `# vX.Y.Z` comment naming the release")
+        if "/workflows/" in path:
+            doc = yaml.safe_load(text) or {}
+            if "permissions" not in doc:
+                findings.append(f"{path}:1: workflow has no top-level `permissions:` (defaults are broad)")
+    return findings
+
+
+def check_required_checks(ci_yml, payloads):
+    with open(ci_yml, encoding="utf-8") as f:
+        jobs = (yaml.safe_load(f) or {}).get("jobs", {})
+    # A job's check run is called by its `name:`, or by its id when it has none.
+    expected = {str(job.get("name", job_id)) for job_id, job in jobs.items()}
+    findings = []
+    for payload in payloads:
+        with open(payload, encoding="utf-8") as f:
+            doc = json.load(f)
+        checks = (doc.get("required_status_checks") or {}).get("checks", [])
+        required = {c["context"] for c in checks}
+        for missing in sorted(expected - required):
+            findings.append(f"{payload}:1: job `{missing}` of {ci_yml} is not a required check")
+        for extra in sorted(required - expected):
+            findings.append(f"{payload}:1: required check `{extra}` is no job of {ci_yml}")
+    return findings
+
+
+def check_cloud_init_keys(path):
+    from cloudinit.config.schema import get_schema  # Debian's cloud-init package
+
+    schema = get_schema()
+    known = set()
+    for ref in schema.get("allOf", []):
+        name = ref.get("$ref", "").rsplit("/", 1)[-1]
+        known |= set(schema["$defs"].get(name, {}).get("properties", {}))
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    doc = yaml.safe_load("\n".join(lines)) or {}
+    findings = []
+    for key in doc:
+        if key not in known:
+            lineno = next((i for i, l in enumerate(lines, 1) if l.startswith(f"{key}:")), 1)
+            findings.append(f"{path}:{lineno}: `{key}` is not a key any cloud-init module reads")
+    return findings
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    cmd, args = argv[1], argv[2:]
+    if cmd == "pins":
+        findings = check_pins(args)
+    elif cmd == "required-checks" and len(args) >= 2:
+        findings = check_required_checks(args[0], args[1:])
+    elif cmd == "cloud-init-keys" and len(args) == 1:
+        findings = check_cloud_init_keys(args[0])
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    for finding in findings:
+        print(finding)
+    return 1 if findings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
