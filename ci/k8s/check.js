@@ -437,8 +437,8 @@ const checks = {
     if (!(hpa.spec.minReplicas >= 2) || !(hpa.spec.maxReplicas <= 10) || hpa.spec.maxReplicas < hpa.spec.minReplicas) {
       problems.push(`HPA min ${hpa.spec.minReplicas} max ${hpa.spec.maxReplicas}, want 2 <= min <= max <= 10`);
     }
-    if (dep.spec.replicas !== hpa.spec.minReplicas) {
-      problems.push(`replicas ${dep.spec.replicas} differs from the HPA minimum ${hpa.spec.minReplicas}`);
+    if (dep.spec.replicas !== undefined) {
+      problems.push(`Deployment sets replicas ${dep.spec.replicas}; the HPA owns the count, apply would reset it`);
     }
     const pdb = one(objs, "PodDisruptionBudget");
     if (pdb.spec.minAvailable !== 1) problems.push(`PDB minAvailable ${pdb.spec.minAvailable}, want 1`);
@@ -766,6 +766,14 @@ const BREAKAGES = [
     check: "rollout, HPA, PDB, spread, resources",
     apply: (objs) => {
       deploymentOf(objs).spec.strategy.rollingUpdate.maxUnavailable = 1;
+    },
+  },
+  {
+    what: "spec.replicas beside the HPA",
+    expect: "the HPA owns the count",
+    check: "rollout, HPA, PDB, spread, resources",
+    apply: (objs) => {
+      deploymentOf(objs).spec.replicas = 3;
     },
   },
   {
