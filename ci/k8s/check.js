@@ -207,6 +207,9 @@ function podConfig(objs) {
     else if (String(args[i]).startsWith("--set=")) kv = String(args[i]).slice(6);
     if (kv) sets[kv.slice(0, kv.indexOf("="))] = kv.slice(kv.indexOf("=") + 1);
   }
+  if (args.some((a) => a === "--config" || String(a).startsWith("--config="))) {
+    throw new Error("container passes --config, which overrides PIER_CONFIG");
+  }
   const file = env.PIER_CONFIG;
   if (!file) throw new Error("container sets no PIER_CONFIG");
   const mount = (c.volumeMounts || []).find((m) => file.startsWith(m.mountPath.replace(/\/$/, "") + "/"));
@@ -231,7 +234,7 @@ function podConfig(objs) {
     key,
     text,
     env,
-    args: c.args || [],
+    args,
     port: num("listen.port"),
     prefix: String(value("prefix")),
     graceMs: num("shutdown.grace_ms"),
