@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Branch protection as code: apply pier's rules to main and develop with the GitHub CLI.
+#
+#   ci/github-protect.sh [--repo OWNER/NAME] [BRANCH...]      apply (default: main develop)
+#   ci/github-protect.sh --dry-run [BRANCH...]                print, change nothing
+#
+# Rules, the same for both branches:
+#   - the ci.yml jobs lint, test, fuzz and image must pass, reported by GitHub Actions
+#     (app id 15368, so no other app can post a look-alike status), on a branch that is up
+#     to date with its base;
+#   - one approving review; a new push dismisses old approvals; the last pusher can't be
+#     the only approver; review threads must be resolved;
+#   - linear history, no force pushes, no deletion;
+#   - all of it also binds administrators.
+# Applying also turns off merge commits for the repository (linear history forbids them,
+# so the button would only fail) and deletes merged branches.
+#
+# Needs `gh` logged in as a repository admin (`gh auth login`, or GH_TOKEN). The repository
+# is --repo, else GH_REPO, else the one `gh repo view` finds for this checkout. A branch must
+# exist before it can be protected. Running it again applies the same rules again.
+#
+# --dry-run needs neither gh nor a network: for each branch it prints the JSON body it would
+# PUT to repos/OWNER/NAME/branches/BRANCH/protection on stdout (one document per branch; the
+# request line goes to stderr). ci/lint.sh checks that this is valid JSON and that the
+# required checks are exactly the jobs of .github/workflows/ci.yml.
+set -euo pipefail
+
+# The ci.yml job ids (a job's check name is its id when it has no `name:`).
+REQUIRED_CHECKS=(lint test fuzz image)
+GITHUB_ACTIONS_APP_ID=15368
+
+usage() {
+  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+}
+
+payload() {
+  local checks="" c
+  for c in "${REQUIRED_CHECKS[@]}"; do
+    checks+="${checks:+,}
+      { \"context\": \"$c\", \"app_id\": $GITHUB_ACTIONS_APP_ID }"
+  done
+  cat <<EOF
+{
+  "required_status_checks": {
+    "strict": true,
+    "checks": [$checks
+    ]
+  },
+  "enforce_admins": true,
+  "required_pull_request_reviews": {
+    "required_approving_review_count": 1,
+    "dismiss_stale_reviews": true,
+    "require_code_owner_reviews": false,
+    "require_last_push_approval": true
+  },
+  "restrictions": null,
+  "required_linear_history": true,
+  "allow_force_pushes": false,
+  "allow_deletions": false,
+  "required_conversation_resolution": true,
+  "block_creations": false,
+  "lock_branch": false
+}
+EOF
+}
+
+dry_run=0
+repo=${GH_REPO:-}
+branches=()
+while (($#)); do
+  case $1 in
+    --dry-run) dry_run=1 ;;
+    --repo)
+      [[ $# -ge 2 ]] || {
+        echo "github-protect: --repo needs OWNER/NAME" >&2
+        exit 2
+      }
+      repo=$2
+      shift
+      ;;
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    -*)
+      echo "github-protect: unknown option $1" >&2
+      usage >&2
+      exit 2
+      ;;
+    *) branches+=("$1") ;;
+  esac
+  shift
+done
+((${#branches[@]})) || branches=(main develop)
+
+for b in "${branches[@]}"; do
+  if ! git check-ref-format --branch "$b" >/dev/null 2>&1; then
+    echo "github-protect: '$b' is not a valid branch name" >&2
+    exit 2
+  fi
+done
+
+if ((dry_run)); then
+  for b in "${branches[@]}"; do
+    echo "# gh api --method PUT repos/${repo:-OWNER/NAME}/branches/$b/protection --input -" >&2
+    payload
+  done
+  echo "# gh repo edit ${repo:-OWNER/NAME} --enable-merge-commit=false --enable-squash-merge" \
+    "--enable-rebase-merge --delete-branch-on-merge" >&2
+  exit 0
+fi
+
+command -v gh >/dev/null 2>&1 || {
+  echo "github-protect: the GitHub CLI (gh) is not installed" >&2
+  exit 1
+}
+if [[ -z $repo ]]; then
+  repo=$(gh repo view --json nameWithOwner --jq .nameWithOwner) || {
+    echo "github-protect: no repository: pass --repo OWNER/NAME" >&2
+    exit 1
+  }
+fi
+if [[ ! $repo =~ ^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$ ]]; then
+  echo "github-protect: '$repo' is not OWNER/NAME" >&2
+  exit 2
+fi
+
+echo "github-protect: $repo: merge commits off, squash and rebase merges on"
+gh repo edit "$repo" --enable-merge-commit=false --enable-squash-merge --enable-rebase-merge \
+  --delete-branch-on-merge
+
+for b in "${branches[@]}"; do
+  echo "github-protect: $repo: protecting $b (checks: ${REQUIRED_CHECKS[*]})"
+  payload | gh api --method PUT \
+    -H "Accept: application/vnd.github+json" -H "X-GitHub-Api-Version: 2022-11-28" \
+    "repos/$repo/branches/$b/protection" --input - \
+    --jq '"  enforce_admins=\(.enforce_admins.enabled) linear=\(.required_linear_history.enabled) checks=\([.required_status_checks.checks[].context] | join(","))"'
+done
+echo "github-protect: done"
