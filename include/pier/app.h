@@ -1,0 +1,32 @@
+/* app — the process-wide state that handlers may read: lifecycle, start time, metrics.
+ *
+ * The server owns it and is its only writer; handlers get a const pointer through the
+ * request. Nothing here is libuv: tests and fuzzers build one by hand.
+ */
+#ifndef PIER_APP_H
+#define PIER_APP_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "pier/metrics.h"
+
+enum pier_lifecycle { PIER_RUNNING, PIER_GRACE, PIER_DRAINING };
+
+struct pier_app {
+    atomic_int lifecycle;   /* enum pier_lifecycle */
+    int64_t start_unix_ms;  /* wall clock at start, for process_start_time_seconds */
+    uint64_t start_mono_ns; /* monotonic clock at start, for uptime */
+    struct pier_metrics **worker_metrics;
+    int nworkers;
+    pier_counter_t reloads_success;
+    pier_counter_t reloads_failure;
+    _Atomic int64_t last_reload_success_unix_ms;
+};
+
+static inline int pier_app_draining(const struct pier_app *app) {
+    return atomic_load_explicit((atomic_int *)&app->lifecycle, memory_order_relaxed) !=
+           PIER_RUNNING;
+}
+
+#endif

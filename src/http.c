@@ -1,0 +1,109 @@
+/* http — status texts, header lookup and response helpers; see include/pier/http.h. */
+#include "pier/http.h"
+
+#include <string.h>
+#include <strings.h>
+
+const char *pier_status_text(int status) {
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
+    }
+}
+
+int pier_str_eq(struct pier_str s, const char *lit) {
+    size_t n = strlen(lit);
+    return s.n == n && memcmp(s.p, lit, n) == 0;
+}
+
+int pier_str_ieq(struct pier_str s, const char *lit) {
+    size_t n = strlen(lit);
+    return s.n == n && strncasecmp(s.p, lit, n) == 0;
+}
+
+int pier_request_header(const struct pier_request *req, const char *name, struct pier_str *out) {
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (pier_str_ieq(req->headers[i].name, name)) {
+            *out = req->headers[i].value;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void pier_response_begin(struct pier_response *res, int status, const char *content_type) {
+    res->status = (uint16_t)status;
+    res->content_type = content_type;
+    pier_buf_reset(res->body);
+}
+
+void pier_response_error(struct pier_response *res, int status, const char *message) {
+    pier_response_begin(res, status, "application/json");
+    pier_buf_printf(res->body, "{\"error\":{\"status\":%d,\"message\":", status);
+    pier_buf_put_json_str(res->body, message, strlen(message));
+    pier_buf_puts(res->body, "}}\n");
+}
+
+void pier_http_date(time_t t, char out[30]) {
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    /* strftime's %a/%b follow the locale; HTTP wants English */
+    memcpy(out, days[tm.tm_wday], 3);
+    out[3] = ',';
+    out[4] = ' ';
+    out[5] = (char)('0' + tm.tm_mday / 10);
+    out[6] = (char)('0' + tm.tm_mday % 10);
+    out[7] = ' ';
+    memcpy(out + 8, months[tm.tm_mon], 3);
+    out[11] = ' ';
+    int y = tm.tm_year + 1900;
+    out[12] = (char)('0' + y / 1000 % 10);
+    out[13] = (char)('0' + y / 100 % 10);
+    out[14] = (char)('0' + y / 10 % 10);
+    out[15] = (char)('0' + y % 10);
+    out[16] = ' ';
+    out[17] = (char)('0' + tm.tm_hour / 10);
+    out[18] = (char)('0' + tm.tm_hour % 10);
+    out[19] = ':';
+    out[20] = (char)('0' + tm.tm_min / 10);
+    out[21] = (char)('0' + tm.tm_min % 10);
+    out[22] = ':';
+    out[23] = (char)('0' + tm.tm_sec / 10);
+    out[24] = (char)('0' + tm.tm_sec % 10);
+    memcpy(out + 25, " GMT", 5);
+}

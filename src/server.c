@@ -1,0 +1,480 @@
+/* server — process lifecycle: listeners, workers, signals, drain and reload.
+ *
+ * Listening sockets are created here, on the control thread, before any worker starts or a
+ * reload is applied: a port that cannot be bound is an error that leaves everything as it
+ * was (at start: exit 1 with nothing listening; on reload: the old config stays). Workers
+ * only adopt ready sockets.
+ *
+ * Shutdown, in order: health turns 503 at once (lifecycle GRACE); after shutdown.grace_ms
+ * the lifecycle becomes DRAINING and every worker closes its listener and its idle
+ * connections, answers what is in flight with Connection: close, and ends when it has no
+ * connection left. shutdown.drain_ms bounds the wait: then the remaining connections are cut
+ * and counted. A second signal exits at once.
+ */
+#include "pier/server.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include "pier/log.h"
+
+#define READ_BUFFER_BYTES (64 * 1024)
+#define FD_RESERVE        64 /* descriptors kept for listeners, logs, /proc reads */
+
+static int64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- listeners ------------------------------------------------------------------------- */
+
+/* Bind and listen `n` sockets on host:port (SO_REUSEPORT when n > 1). On success fds[] are
+ * open and *bound_port says the port (useful when port is 0). */
+static int open_listeners(const char *host, int port, int n, int *fds, int *bound_port, char *err,
+                          size_t errsize) {
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        sslen = sizeof *in4;
+    } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        sslen = sizeof *in6;
+    } else {
+        snprintf(err, errsize, "%s is not an IP address", host);
+        return -EINVAL;
+    }
+    int i;
+    for (i = 0; i < n; i++)
+        fds[i] = -1;
+    for (i = 0; i < n; i++) {
+        int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            goto fail;
+        fds[i] = fd;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (n > 1 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+            goto fail;
+        if (ss.ss_family == AF_INET)
+            in4->sin_port = htons((uint16_t)port);
+        else
+            in6->sin6_port = htons((uint16_t)port);
+        if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, 511) != 0)
+            goto fail;
+        if (i == 0) { /* the others join the port the first one got */
+            struct sockaddr_storage got;
+            socklen_t gl = sizeof got;
+            getsockname(fd, (struct sockaddr *)&got, &gl);
+            port = ntohs(got.ss_family == AF_INET ? ((struct sockaddr_in *)&got)->sin_port
+                                                  : ((struct sockaddr_in6 *)&got)->sin6_port);
+        }
+    }
+    *bound_port = port;
+    return 0;
+fail : {
+    int e = errno;
+    snprintf(err, errsize, "cannot listen on %s:%d: %s", host, port, strerror(e));
+    for (int j = 0; j < n; j++)
+        if (fds[j] >= 0)
+            close(fds[j]);
+    return -e;
+}
+}
+
+/* Raise the soft descriptor limit to the hard one and bound max_connections by it. */
+static void apply_fd_limit(struct pier_server *srv, const struct pier_config *cfg) {
+    struct rlimit rl;
+    int64_t max = cfg->max_connections;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+            getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        int64_t room = rl.rlim_cur == RLIM_INFINITY ? INT32_MAX : (int64_t)rl.rlim_cur;
+        room -= FD_RESERVE + srv->nworkers;
+        if (room < 1)
+            room = 1;
+        if (max > room) {
+            struct pier_logline l;
+            pier_log_begin(&l, PIER_LOG_WARN,
+                           "limits.max_connections exceeds the descriptor limit; lowered");
+            pier_log_int(&l, "configured", max);
+            pier_log_int(&l, "effective", room);
+            pier_log_int(&l, "rlimit_nofile", (int64_t)rl.rlim_cur);
+            pier_log_end(&l);
+            max = room;
+        }
+    }
+    atomic_store(&srv->max_connections, (int)max);
+}
+
+/* ---- workers --------------------------------------------------------------------------- */
+
+static void worker_handle_closed(uv_handle_t *h) {
+    (void)h;
+}
+
+void pier_worker_maybe_finish(struct pier_worker *w) {
+    if (!w->draining || w->stopping || w->nconns > 0 || w->listener)
+        return;
+    w->stopping = 1;
+    uv_timer_stop(&w->tick);
+    uv_close((uv_handle_t *)&w->tick, worker_handle_closed);
+    uv_close((uv_handle_t *)&w->wake, worker_handle_closed);
+}
+
+void pier_worker_on_wake(uv_async_t *handle) {
+    struct pier_worker *w = handle->data;
+    struct pier_server *srv = w->server;
+    if (w->stopping)
+        return;
+    const struct pier_config *cfg = atomic_load(&srv->cfg);
+    if (cfg != w->cfg) {
+        w->cfg = cfg;
+        w->env.cfg = cfg;
+    }
+    int fd = atomic_exchange(&w->new_listen_fd, -1);
+    if (fd >= 0) {
+        if (w->draining) {
+            close(fd);
+        } else {
+            int rc = pier_worker_start_listening(w, fd);
+            if (rc != 0) {
+                close(fd);
+                struct pier_logline l;
+                pier_log_begin(&l, PIER_LOG_ERROR, "cannot adopt the new listener");
+                pier_log_int(&l, "worker", w->id);
+                pier_log_str(&l, "error", uv_strerror(rc));
+                pier_log_end(&l);
+            }
+        }
+    }
+    if (!w->draining && atomic_load(&srv->app.lifecycle) == PIER_DRAINING) {
+        w->draining = 1;
+        pier_worker_close_listener(w);
+        pier_worker_close_idle(w);
+    }
+    if (!w->forced && atomic_load(&srv->force_close)) {
+        w->forced = 1;
+        unsigned cut = pier_worker_close_all(w);
+        struct pier_logline l;
+        pier_log_begin(&l, PIER_LOG_WARN, "drain time ran out; connections cut");
+        pier_log_int(&l, "worker", w->id);
+        pier_log_int(&l, "connections", cut);
+        pier_log_end(&l);
+    }
+    pier_worker_maybe_finish(w);
+}
+
+static void worker_main(void *arg) {
+    struct pier_worker *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    pier_env_flush_log(&w->env);
+    atomic_store(&w->finished, 1);
+    uv_async_send(&w->server->worker_done);
+}
+
+static int worker_init(struct pier_server *srv, struct pier_worker *w, int id, int fd) {
+    memset(w, 0, sizeof *w);
+    w->id = id;
+    w->server = srv;
+    w->cfg = atomic_load(&srv->cfg);
+    atomic_init(&w->new_listen_fd, -1);
+    w->readbuf_size = READ_BUFFER_BYTES;
+    w->readbuf = malloc(w->readbuf_size);
+    if (w->readbuf == NULL)
+        return UV_ENOMEM;
+    int rc = uv_loop_init(&w->loop);
+    if (rc != 0)
+        return rc;
+    pier_env_init(&w->env, w->cfg, &srv->app, &w->metrics);
+    srv->app.worker_metrics[id] = &w->metrics;
+    uv_async_init(&w->loop, &w->wake, pier_worker_on_wake);
+    w->wake.data = w;
+    uv_timer_init(&w->loop, &w->tick);
+    w->tick.data = w;
+    return pier_worker_start_listening(w, fd);
+}
+
+static void worker_destroy(struct pier_worker *w) {
+    uv_loop_close(&w->loop);
+    pier_env_destroy(&w->env);
+    free(w->readbuf);
+}
+
+static void wake_workers(struct pier_server *srv) {
+    for (int i = 0; i < srv->nworkers; i++)
+        if (!atomic_load(&srv->workers[i].finished))
+            uv_async_send(&srv->workers[i].wake);
+}
+
+/* ---- control loop ---------------------------------------------------------------------- */
+
+static void control_handle_closed(uv_handle_t *h) {
+    (void)h;
+}
+
+static void close_control(struct pier_server *srv) {
+    uv_close((uv_handle_t *)&srv->sig_term, control_handle_closed);
+    uv_close((uv_handle_t *)&srv->sig_int, control_handle_closed);
+    uv_close((uv_handle_t *)&srv->sig_hup, control_handle_closed);
+    uv_close((uv_handle_t *)&srv->grace_timer, control_handle_closed);
+    uv_close((uv_handle_t *)&srv->drain_timer, control_handle_closed);
+    uv_close((uv_handle_t *)&srv->worker_done, control_handle_closed);
+}
+
+static void on_worker_done(uv_async_t *h) {
+    struct pier_server *srv = h->data;
+    for (int i = 0; i < srv->nworkers; i++)
+        if (!atomic_load(&srv->workers[i].finished))
+            return;
+    close_control(srv);
+}
+
+static void on_drain_timeout(uv_timer_t *t) {
+    struct pier_server *srv = t->data;
+    atomic_store(&srv->force_close, 1);
+    wake_workers(srv);
+}
+
+static void begin_drain(struct pier_server *srv) {
+    const struct pier_config *cfg = atomic_load(&srv->cfg);
+    atomic_store(&srv->app.lifecycle, PIER_DRAINING);
+    struct pier_logline l;
+    pier_log_begin(&l, PIER_LOG_INFO, "draining: listeners closed, finishing in-flight requests");
+    pier_log_int(&l, "connections", atomic_load(&srv->connections));
+    pier_log_int(&l, "drain_ms", cfg->drain_ms);
+    pier_log_end(&l);
+    uv_timer_start(&srv->drain_timer, on_drain_timeout, (uint64_t)cfg->drain_ms, 0);
+    wake_workers(srv);
+}
+
+static void on_grace_over(uv_timer_t *t) {
+    begin_drain(t->data);
+}
+
+static void on_stop_signal(uv_signal_t *h, int signum) {
+    struct pier_server *srv = h->data;
+    if (srv->signals_seen++ > 0) {
+        struct pier_logline l;
+        pier_log_begin(&l, PIER_LOG_WARN, "second stop signal: exiting now");
+        pier_log_str(&l, "signal", strsignal(signum));
+        pier_log_end(&l);
+        for (int i = 0; i < srv->nworkers; i++)
+            pier_env_flush_log(&srv->workers[i].env);
+        _exit(1);
+    }
+    const struct pier_config *cfg = atomic_load(&srv->cfg);
+    atomic_store(&srv->app.lifecycle, PIER_GRACE);
+    struct pier_logline l;
+    pier_log_begin(&l, PIER_LOG_INFO, "shutting down: health now reports fail");
+    pier_log_str(&l, "signal", strsignal(signum));
+    pier_log_int(&l, "grace_ms", cfg->grace_ms);
+    pier_log_int(&l, "drain_ms", cfg->drain_ms);
+    pier_log_end(&l);
+    if (cfg->grace_ms > 0)
+        uv_timer_start(&srv->grace_timer, on_grace_over, (uint64_t)cfg->grace_ms, 0);
+    else
+        begin_drain(srv);
+}
+
+static void log_config_errors(const char *msg, const char *file, const pier_buf_t *errors) {
+    const char *p = errors->data ? errors->data : "";
+    const char *end = p + errors->len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        struct pier_logline l;
+        pier_log_begin(&l, PIER_LOG_ERROR, msg);
+        pier_log_str(&l, "file", file);
+        pier_log_strn(&l, "error", p, n);
+        pier_log_end(&l);
+        p += n + 1;
+    }
+}
+
+static void reload(struct pier_server *srv) {
+    const struct pier_config *old = atomic_load(&srv->cfg);
+    struct pier_config *cfg = malloc(sizeof *cfg);
+    pier_buf_t errors, diff;
+    pier_buf_init(&errors);
+    pier_buf_init(&diff);
+    int fds[256];
+    int port = 0;
+
+    if (cfg == NULL)
+        goto fail;
+    if (srv->app.lifecycle != PIER_RUNNING) {
+        pier_buf_puts(&errors, "shutting down: reload ignored\n");
+        goto fail;
+    }
+    if (pier_config_load(cfg, srv->config_path, srv->sets, srv->nsets, &errors) != 0)
+        goto fail;
+    if (pier_config_workers(cfg) != srv->nworkers) {
+        struct pier_logline l;
+        pier_log_begin(&l, PIER_LOG_WARN, "workers changes need a restart; keeping the count");
+        pier_log_int(&l, "running", srv->nworkers);
+        pier_log_end(&l);
+    }
+    int moved =
+        strcmp(cfg->listen_host, old->listen_host) != 0 || cfg->listen_port != old->listen_port;
+    if (moved) {
+        char err[256];
+        if (open_listeners(cfg->listen_host, (int)cfg->listen_port, srv->nworkers, fds, &port, err,
+                           sizeof err) != 0) {
+            pier_buf_printf(&errors, "%s\n", err);
+            goto fail;
+        }
+    }
+    pier_config_diff(old, cfg, &diff);
+    struct pier_config **list = realloc(srv->configs, (srv->nconfigs + 1) * sizeof *list);
+    if (list == NULL) {
+        if (moved)
+            for (int i = 0; i < srv->nworkers; i++)
+                close(fds[i]);
+        goto fail;
+    }
+    srv->configs = list;
+    srv->configs[srv->nconfigs++] = cfg;
+    pier_log_configure((int)cfg->log_level, (int)cfg->log_format);
+    apply_fd_limit(srv, cfg);
+    atomic_store(&srv->cfg, cfg);
+    if (moved)
+        for (int i = 0; i < srv->nworkers; i++)
+            atomic_store(&srv->workers[i].new_listen_fd, fds[i]);
+    wake_workers(srv);
+    pier_counter_add(&srv->app.reloads_success, 1);
+    atomic_store(&srv->app.last_reload_success_unix_ms, wall_ms());
+
+    struct pier_logline l;
+    pier_log_begin(&l, PIER_LOG_INFO, "config reloaded");
+    pier_log_str(&l, "file", srv->config_path ? srv->config_path : "(defaults)");
+    pier_log_strn(&l, "changed", diff.data ? diff.data : "", diff.len);
+    if (moved) {
+        pier_log_str(&l, "host", cfg->listen_host);
+        pier_log_int(&l, "port", port);
+    }
+    pier_log_end(&l);
+    pier_buf_free(&errors);
+    pier_buf_free(&diff);
+    return;
+fail:
+    free(cfg);
+    pier_counter_add(&srv->app.reloads_failure, 1);
+    log_config_errors("config reload failed; keeping the running config",
+                      srv->config_path ? srv->config_path : "(defaults)", &errors);
+    pier_buf_free(&errors);
+    pier_buf_free(&diff);
+}
+
+static void on_hup(uv_signal_t *h, int signum) {
+    (void)signum;
+    reload(h->data);
+}
+
+int pier_server_run(struct pier_config *cfg, const char *config_path, const char *const *sets,
+                    size_t nsets) {
+    struct pier_server srv;
+    memset(&srv, 0, sizeof srv);
+    int fds[256];
+    int port = 0;
+    char err[256];
+    int rc = 1;
+
+    signal(SIGPIPE, SIG_IGN);
+    srv.nworkers = pier_config_workers(cfg);
+    srv.config_path = config_path ? strdup(config_path) : NULL;
+    srv.sets = sets;
+    srv.nsets = nsets;
+    srv.configs = malloc(sizeof *srv.configs);
+    srv.configs[srv.nconfigs++] = cfg;
+    atomic_init(&srv.cfg, cfg);
+    srv.app.start_unix_ms = wall_ms();
+    srv.app.start_mono_ns = pier_now_ns();
+    srv.app.nworkers = srv.nworkers;
+    srv.app.worker_metrics = calloc((size_t)srv.nworkers, sizeof *srv.app.worker_metrics);
+    srv.workers = calloc((size_t)srv.nworkers, sizeof *srv.workers);
+    pier_log_configure((int)cfg->log_level, (int)cfg->log_format);
+    apply_fd_limit(&srv, cfg);
+
+    if (open_listeners(cfg->listen_host, (int)cfg->listen_port, srv.nworkers, fds, &port, err,
+                       sizeof err) != 0) {
+        struct pier_logline l;
+        pier_log_begin(&l, PIER_LOG_ERROR, "cannot start");
+        pier_log_str(&l, "error", err);
+        pier_log_end(&l);
+        fprintf(stderr, "pier: %s\n", err);
+        goto out;
+    }
+
+    srv.loop = uv_default_loop();
+    uv_signal_init(srv.loop, &srv.sig_term);
+    uv_signal_init(srv.loop, &srv.sig_int);
+    uv_signal_init(srv.loop, &srv.sig_hup);
+    uv_timer_init(srv.loop, &srv.grace_timer);
+    uv_timer_init(srv.loop, &srv.drain_timer);
+    uv_async_init(srv.loop, &srv.worker_done, on_worker_done);
+    srv.sig_term.data = srv.sig_int.data = srv.sig_hup.data = &srv;
+    srv.grace_timer.data = srv.drain_timer.data = srv.worker_done.data = &srv;
+    uv_signal_start(&srv.sig_term, on_stop_signal, SIGTERM);
+    uv_signal_start(&srv.sig_int, on_stop_signal, SIGINT);
+    uv_signal_start(&srv.sig_hup, on_hup, SIGHUP);
+
+    for (int i = 0; i < srv.nworkers; i++) {
+        int wrc = worker_init(&srv, &srv.workers[i], i, fds[i]);
+        if (wrc != 0) {
+            fprintf(stderr, "pier: cannot start worker %d: %s\n", i, uv_strerror(wrc));
+            _exit(1);
+        }
+    }
+    uv_thread_options_t opts = {.flags = UV_THREAD_HAS_STACK_SIZE, .stack_size = 256 * 1024};
+    for (int i = 0; i < srv.nworkers; i++) {
+        if (uv_thread_create_ex(&srv.workers[i].thread, &opts, worker_main, &srv.workers[i]) != 0) {
+            fprintf(stderr, "pier: cannot start worker thread %d\n", i);
+            _exit(1);
+        }
+    }
+
+    struct pier_logline l;
+    pier_log_begin(&l, PIER_LOG_INFO, "listening");
+    pier_log_str(&l, "host", cfg->listen_host);
+    pier_log_int(&l, "port", port);
+    pier_log_str(&l, "prefix", cfg->prefix);
+    pier_log_str(&l, "environment", cfg->environment);
+    pier_log_int(&l, "workers", srv.nworkers);
+    pier_log_int(&l, "pid", (int64_t)getpid());
+    pier_log_str(&l, "config", config_path ? config_path : "(defaults)");
+    pier_log_end(&l);
+
+    uv_run(srv.loop, UV_RUN_DEFAULT);
+
+    for (int i = 0; i < srv.nworkers; i++) {
+        uv_thread_join(&srv.workers[i].thread);
+        worker_destroy(&srv.workers[i]);
+    }
+    uv_loop_close(srv.loop);
+    pier_log_msg(PIER_LOG_INFO, "stopped");
+    rc = 0;
+out:
+    for (size_t i = 0; i < srv.nconfigs; i++)
+        free(srv.configs[i]);
+    free(srv.configs);
+    free(srv.workers);
+    free(srv.app.worker_metrics);
+    free(srv.config_path);
+    return rc;
+}

@@ -1,0 +1,645 @@
+/* session — HTTP/1.1 over an in-memory byte stream; see include/pier/session.h.
+ *
+ * llhttp runs in strict mode (no leniency flag is ever set), so smuggling shapes such as
+ * Content-Length with Transfer-Encoding, duplicate lengths, bare LF, obs-fold and control
+ * bytes are parse errors. On top of that the session enforces pier's own limits and rules:
+ * header bytes, header count, body size (from Content-Length before any body byte is read,
+ * or as a chunked body grows), CONNECT, transfer codings other than chunked, Expect.
+ *
+ * Every answer goes through emit(): one place writes the status line, Date, Content-Length,
+ * X-Request-Id and Connection headers, counts the request in the metrics and writes the
+ * access-log line. An early error marks the request RESPONDED and the connection CLOSE; the
+ * parser is then paused and the rest of the input is ignored.
+ */
+#include "pier/session.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+
+#include "pier/log.h"
+#include "pier/router.h"
+
+#define POOL_MAX       64
+#define KEEP_BUF_BYTES (64 * 1024) /* request buffers bigger than this are not pooled */
+
+struct hdr_span {
+    uint32_t name_off, name_len, value_off, value_len;
+};
+
+struct pier_reqstate {
+    struct pier_reqstate *next;
+    pier_buf_t head; /* the target, then header names and values, copied */
+    pier_buf_t body;
+    uint32_t url_len;
+    uint32_t field_off, value_off;
+    uint32_t nhdr;
+    uint32_t trailer_bytes;
+    uint64_t body_bytes;
+    uint64_t start_ns;
+    int route;
+    struct hdr_span spans[PIER_MAX_HEADERS];
+    struct pier_header views[PIER_MAX_HEADERS];
+    struct pier_request req;
+    char rid[33];
+    char allow[80];
+};
+
+/* ---- environment --------------------------------------------------------------------- */
+
+void pier_env_init(struct pier_env *env, const struct pier_config *cfg, struct pier_app *app,
+                   struct pier_metrics *metrics) {
+    memset(env, 0, sizeof *env);
+    env->cfg = cfg;
+    env->app = app;
+    env->metrics = metrics;
+    pier_buf_init(&env->out);
+    pier_buf_init(&env->body);
+    pier_buf_init(&env->logbatch);
+    if (getrandom(env->rng, sizeof env->rng, 0) != (ssize_t)sizeof env->rng) {
+        env->rng[0] = (uint64_t)pier_now_ns() ^ (uint64_t)(uintptr_t)env;
+        env->rng[1] = 0x9e3779b97f4a7c15u ^ (uint64_t)time(NULL);
+    }
+    env->rng[0] |= 1;
+    env->date_sec = -1;
+}
+
+static void reqstate_free(struct pier_reqstate *rq) {
+    pier_buf_free(&rq->head);
+    pier_buf_free(&rq->body);
+    free(rq);
+}
+
+void pier_env_destroy(struct pier_env *env) {
+    pier_env_flush_log(env);
+    while (env->pool) {
+        struct pier_reqstate *rq = env->pool;
+        env->pool = rq->next;
+        reqstate_free(rq);
+    }
+    pier_buf_free(&env->out);
+    pier_buf_free(&env->body);
+    pier_buf_free(&env->logbatch);
+}
+
+void pier_env_flush_log(struct pier_env *env) {
+    pier_log_flush_batch(&env->logbatch);
+}
+
+/* xorshift128+: request ids need to be unique, not secret; seeded from getrandom(2). */
+static uint64_t env_rand(struct pier_env *env) {
+    uint64_t s1 = env->rng[0];
+    const uint64_t s0 = env->rng[1];
+    env->rng[0] = s0;
+    s1 ^= s1 << 23;
+    env->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return env->rng[1] + s0;
+}
+
+static struct pier_reqstate *reqstate_get(struct pier_env *env) {
+    struct pier_reqstate *rq = env->pool;
+    if (rq) {
+        env->pool = rq->next;
+        env->pool_len--;
+    } else {
+        rq = calloc(1, sizeof *rq);
+        if (rq == NULL)
+            return NULL;
+        pier_buf_init(&rq->head);
+        pier_buf_init(&rq->body);
+    }
+    pier_buf_reset(&rq->head);
+    pier_buf_reset(&rq->body);
+    rq->url_len = rq->field_off = rq->value_off = rq->nhdr = rq->trailer_bytes = 0;
+    rq->body_bytes = 0;
+    rq->route = PIER_ROUTE_NONE;
+    rq->rid[0] = '\0';
+    rq->allow[0] = '\0';
+    memset(&rq->req, 0, sizeof rq->req);
+    rq->next = NULL;
+    return rq;
+}
+
+static void reqstate_put(struct pier_env *env, struct pier_reqstate *rq) {
+    pier_buf_shrink(&rq->head, KEEP_BUF_BYTES);
+    pier_buf_shrink(&rq->body, KEEP_BUF_BYTES);
+    if (env->pool_len >= POOL_MAX) {
+        reqstate_free(rq);
+        return;
+    }
+    rq->next = env->pool;
+    env->pool = rq;
+    env->pool_len++;
+}
+
+/* ---- responses ----------------------------------------------------------------------- */
+
+static void append_lit(pier_buf_t *b, const char *s, size_t n) {
+    pier_buf_append(b, s, n);
+}
+#define LIT(b, s) append_lit((b), (s), sizeof(s) - 1)
+
+static void format_peer(const struct pier_peer *p, char *out, size_t size) {
+    char ip[INET6_ADDRSTRLEN] = "-";
+    if (p->family == 4)
+        inet_ntop(AF_INET, p->addr, ip, sizeof ip);
+    else if (p->family == 6)
+        inet_ntop(AF_INET6, p->addr, ip, sizeof ip);
+    if (p->family == 6)
+        snprintf(out, size, "[%s]:%u", ip, p->port);
+    else
+        snprintf(out, size, "%s:%u", ip, p->port);
+}
+
+static struct pier_str request_id(struct pier_session *s) {
+    struct pier_reqstate *rq = s->rq;
+    if (rq && rq->req.request_id.n)
+        return rq->req.request_id;
+    static _Thread_local char fallback[33];
+    char *out = rq ? rq->rid : fallback;
+    static const char hex[] = "0123456789abcdef";
+    uint64_t a = env_rand(s->env), b = env_rand(s->env);
+    for (int i = 0; i < 16; i++) {
+        out[i] = hex[(a >> (i * 4)) & 15];
+        out[16 + i] = hex[(b >> (i * 4)) & 15];
+    }
+    out[32] = '\0';
+    struct pier_str id = {out, 32};
+    if (rq)
+        rq->req.request_id = id;
+    return id;
+}
+
+/* Serialize `res` into env->out, then count and log the request. */
+static void emit(struct pier_session *s, struct pier_response *res, int closing, int head_only) {
+    struct pier_env *env = s->env;
+    pier_buf_t *o = &env->out;
+    struct pier_reqstate *rq = s->rq;
+    int status = res->status;
+
+    time_t now = time(NULL);
+    if (now != env->date_sec) {
+        pier_http_date(now, env->date);
+        env->date_sec = now;
+    }
+    LIT(o, "HTTP/1.1 ");
+    pier_buf_put_u64(o, (uint64_t)status);
+    pier_buf_putc(o, ' ');
+    pier_buf_puts(o, pier_status_text(status));
+    LIT(o, "\r\nDate: ");
+    append_lit(o, env->date, 29);
+    if (res->content_type) {
+        LIT(o, "\r\nContent-Type: ");
+        pier_buf_puts(o, res->content_type);
+    }
+    if (status != 204 && status >= 200) {
+        LIT(o, "\r\nContent-Length: ");
+        pier_buf_put_u64(o, res->body->len);
+    }
+    struct pier_str rid = request_id(s);
+    LIT(o, "\r\nX-Request-Id: ");
+    append_lit(o, rid.p, rid.n);
+    if (res->allow[0]) {
+        LIT(o, "\r\nAllow: ");
+        pier_buf_puts(o, res->allow);
+    }
+    if (res->retry_after) {
+        LIT(o, "\r\nRetry-After: ");
+        pier_buf_put_u64(o, res->retry_after);
+    }
+    if (res->no_store)
+        LIT(o, "\r\nCache-Control: no-store");
+    if (closing)
+        LIT(o, "\r\nConnection: close\r\n\r\n");
+    else if (s->parser.http_major == 1 && s->parser.http_minor == 0)
+        LIT(o, "\r\nConnection: keep-alive\r\n\r\n");
+    else
+        LIT(o, "\r\n\r\n");
+    if (!head_only)
+        pier_buf_append(o, res->body->data, res->body->len);
+
+    /* count and log */
+    uint64_t now_ns = pier_now_ns();
+    uint64_t dur = rq && rq->start_ns ? now_ns - rq->start_ns : 0;
+    int route = rq && rq->route >= 0 ? rq->route : PIER_METRIC_ROUTES - 1;
+    int midx =
+        pier_metrics_method_index(rq && (s->flags & PIER_S_IN_MESSAGE) ? s->parser.method : -1);
+    pier_metrics_observe(env->metrics, route, midx, status, dur);
+
+    if (env->cfg->log_access && pier_log_enabled(PIER_LOG_INFO)) {
+        struct pier_logline l;
+        char peer[64];
+        pier_log_begin(&l, PIER_LOG_INFO, "request");
+        if (rq && rq->req.method_name) {
+            pier_log_str(&l, "method", rq->req.method_name);
+            pier_log_strn(&l, "path", rq->req.path.p, rq->req.path.n);
+        } else if (rq && (s->flags & PIER_S_IN_MESSAGE)) {
+            pier_log_str(&l, "method", llhttp_method_name((llhttp_method_t)s->parser.method));
+            size_t n = rq->url_len;
+            const char *q = memchr(rq->head.data ? rq->head.data : "", '?', n);
+            pier_log_strn(&l, "path", rq->head.data ? rq->head.data : "",
+                          q ? (size_t)(q - rq->head.data) : n);
+        } else {
+            pier_log_str(&l, "method", "-");
+            pier_log_str(&l, "path", "-");
+        }
+        pier_log_int(&l, "status", status);
+        pier_log_int(&l, "bytes", head_only ? 0 : (int64_t)res->body->len);
+        pier_log_int(&l, "duration_us", (int64_t)(dur / 1000));
+        format_peer(&s->peer, peer, sizeof peer);
+        pier_log_str(&l, "remote", peer);
+        pier_log_strn(&l, "request_id", rid.p, rid.n);
+        pier_log_end_batch(&l, &env->logbatch);
+        if (env->logbatch.len > 32 * 1024)
+            pier_env_flush_log(env);
+    }
+}
+
+/* Answer the current request with an error and close the connection afterwards. */
+static void fail(struct pier_session *s, int status, const char *message,
+                 enum pier_bad_reason reason) {
+    struct pier_response res = {.body = &s->env->body};
+    pier_response_error(&res, status, message);
+    if (status == 503)
+        res.retry_after = 1;
+    if (reason < PIER_BAD_REASONS)
+        pier_counter_add(&s->env->metrics->bad[reason], 1);
+    emit(s, &res, 1, s->rq && s->rq->req.method == HTTP_HEAD && s->rq->req.method_name);
+    s->flags |= PIER_S_RESPONDED | PIER_S_CLOSE;
+}
+
+/* ---- request assembly ---------------------------------------------------------------- */
+
+static struct pier_session *of(llhttp_t *p) {
+    return (struct pier_session *)p->data;
+}
+
+static int head_too_big(struct pier_session *s) {
+    struct pier_reqstate *rq = s->rq;
+    size_t used = rq->head.len + 4u * rq->nhdr + 16u;
+    if (used <= (size_t)s->env->cfg->max_header_bytes && rq->nhdr < PIER_MAX_HEADERS)
+        return 0;
+    fail(s, 431,
+         rq->nhdr >= PIER_MAX_HEADERS ? "too many header fields"
+                                      : "request line and headers exceed limits.max_header_bytes",
+         PIER_BAD_HEADER_TOO_LARGE);
+    return 1;
+}
+
+static int on_message_begin(llhttp_t *p) {
+    struct pier_session *s = of(p);
+    if (s->rq == NULL && (s->rq = reqstate_get(s->env)) == NULL) {
+        fail(s, 503, "out of memory", PIER_BAD_OVERLOAD);
+        return HPE_PAUSED;
+    }
+    s->rq->start_ns = pier_now_ns();
+    s->flags = (uint16_t)((s->flags & PIER_S_CLOSE) | PIER_S_IN_MESSAGE);
+    s->phase = PIER_PHASE_HEADERS;
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len) {
+    struct pier_session *s = of(p);
+    pier_buf_append(&s->rq->head, at, len);
+    return head_too_big(s) ? HPE_PAUSED : 0;
+}
+
+static int on_url_complete(llhttp_t *p) {
+    struct pier_session *s = of(p);
+    s->rq->url_len = (uint32_t)s->rq->head.len;
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+    struct pier_session *s = of(p);
+    struct pier_reqstate *rq = s->rq;
+    if (s->phase == PIER_PHASE_BODY) { /* trailer fields: counted, not kept */
+        rq->trailer_bytes += (uint32_t)len;
+        goto trailer;
+    }
+    if (!(s->flags & PIER_S_IN_FIELD)) {
+        s->flags |= PIER_S_IN_FIELD;
+        rq->field_off = (uint32_t)rq->head.len;
+    }
+    pier_buf_append(&rq->head, at, len);
+    return head_too_big(s) ? HPE_PAUSED : 0;
+trailer:
+    if (rq->trailer_bytes > (uint64_t)s->env->cfg->max_header_bytes) {
+        fail(s, 431, "trailer fields exceed limits.max_header_bytes", PIER_BAD_HEADER_TOO_LARGE);
+        return HPE_PAUSED;
+    }
+    return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p) {
+    struct pier_session *s = of(p);
+    s->flags &= (uint16_t)~PIER_S_IN_FIELD;
+    if (s->phase != PIER_PHASE_BODY)
+        s->rq->value_off = (uint32_t)s->rq->head.len;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len) {
+    struct pier_session *s = of(p);
+    struct pier_reqstate *rq = s->rq;
+    if (s->phase == PIER_PHASE_BODY) {
+        rq->trailer_bytes += (uint32_t)len;
+        if (rq->trailer_bytes > (uint64_t)s->env->cfg->max_header_bytes) {
+            fail(s, 431, "trailer fields exceed limits.max_header_bytes",
+                 PIER_BAD_HEADER_TOO_LARGE);
+            return HPE_PAUSED;
+        }
+        return 0;
+    }
+    pier_buf_append(&rq->head, at, len);
+    return head_too_big(s) ? HPE_PAUSED : 0;
+}
+
+static int on_header_value_complete(llhttp_t *p) {
+    struct pier_session *s = of(p);
+    struct pier_reqstate *rq = s->rq;
+    if (s->phase == PIER_PHASE_BODY)
+        return 0;
+    struct hdr_span *h = &rq->spans[rq->nhdr++];
+    h->name_off = rq->field_off;
+    h->name_len = rq->value_off - rq->field_off;
+    h->value_off = rq->value_off;
+    uint32_t end = (uint32_t)rq->head.len;
+    while (end > h->value_off && (rq->head.data[end - 1] == ' ' || rq->head.data[end - 1] == '\t'))
+        end--;
+    h->value_len = end - h->value_off;
+    return head_too_big(s) ? HPE_PAUSED : 0;
+}
+
+/* Split the request target into path and query; absolute-form loses its authority. */
+static int split_target(struct pier_request *req) {
+    const char *t = req->target.p;
+    size_t n = req->target.n;
+    const char *path = t;
+    if (n == 0)
+        return -1;
+    if (t[0] != '/') {
+        const char *sep = n > 3 ? memmem(t, n, "://", 3) : NULL;
+        if (sep == NULL)
+            return -1;
+        const char *auth = sep + 3;
+        path = memchr(auth, '/', n - (size_t)(auth - t));
+        if (path == NULL) { /* "http://host" means "/" */
+            req->path.p = "/";
+            req->path.n = 1;
+            req->query.p = "";
+            req->query.n = 0;
+            return 0;
+        }
+    }
+    size_t rest = n - (size_t)(path - t);
+    const char *q = memchr(path, '?', rest);
+    req->path.p = path;
+    req->path.n = q ? (size_t)(q - path) : rest;
+    req->query.p = q ? q + 1 : "";
+    req->query.n = q ? rest - req->path.n - 1 : 0;
+    return 0;
+}
+
+static int valid_request_id(struct pier_str v) {
+    if (v.n == 0 || v.n > PIER_REQUEST_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < v.n; i++)
+        if ((unsigned char)v.p[i] < 0x20 || (unsigned char)v.p[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
+static int on_headers_complete(llhttp_t *p) {
+    struct pier_session *s = of(p);
+    struct pier_reqstate *rq = s->rq;
+    struct pier_env *env = s->env;
+    const struct pier_config *cfg = env->cfg;
+    struct pier_request *req = &rq->req;
+
+    s->phase = PIER_PHASE_BODY;
+    for (uint32_t i = 0; i < rq->nhdr; i++) {
+        rq->views[i].name.p = rq->head.data + rq->spans[i].name_off;
+        rq->views[i].name.n = rq->spans[i].name_len;
+        rq->views[i].value.p = rq->head.data + rq->spans[i].value_off;
+        rq->views[i].value.n = rq->spans[i].value_len;
+    }
+    req->method = p->method;
+    req->method_name = llhttp_method_name((llhttp_method_t)p->method);
+    req->target.p = rq->head.data ? rq->head.data : "";
+    req->target.n = rq->url_len;
+    req->http_major = p->http_major;
+    req->http_minor = p->http_minor;
+    req->headers = rq->views;
+    req->nheaders = rq->nhdr;
+    req->cfg = cfg;
+    req->app = env->app;
+
+    struct pier_str v;
+    if (pier_request_header(req, "X-Request-Id", &v) && valid_request_id(v))
+        req->request_id = v;
+
+    if (p->method == HTTP_CONNECT) {
+        fail(s, 501, "CONNECT is not supported", PIER_BAD_NOT_IMPLEMENTED);
+        return HPE_PAUSED;
+    }
+    if (p->http_major != 1) {
+        fail(s, 505, "only HTTP/1.0 and HTTP/1.1 are supported", PIER_BAD_NOT_IMPLEMENTED);
+        return HPE_PAUSED;
+    }
+    if (pier_request_header(req, "Transfer-Encoding", &v) && !pier_str_ieq(v, "chunked")) {
+        fail(s, 501, "only the chunked transfer coding is supported", PIER_BAD_NOT_IMPLEMENTED);
+        return HPE_PAUSED;
+    }
+    int options_star = p->method == HTTP_OPTIONS && req->target.n == 1 && req->target.p[0] == '*';
+    if (!options_star && split_target(req) != 0) {
+        fail(s, 400, "invalid request target", PIER_BAD_MALFORMED);
+        return HPE_PAUSED;
+    }
+    int chunked = (p->flags & F_CHUNKED) != 0;
+    int has_length = (p->flags & F_CONTENT_LENGTH) != 0;
+    if (has_length && p->content_length > (uint64_t)cfg->max_body_bytes) {
+        fail(s, 413, "request body exceeds limits.max_body_bytes", PIER_BAD_BODY_TOO_LARGE);
+        return HPE_PAUSED;
+    }
+    if (pier_request_header(req, "Expect", &v)) {
+        if (!pier_str_ieq(v, "100-continue")) {
+            fail(s, 417, "only the expectation 100-continue is supported", PIER_BAD_EXPECTATION);
+            return HPE_PAUSED;
+        }
+        if (p->http_minor >= 1 && (chunked || (has_length && p->content_length > 0)))
+            LIT(&env->out, "HTTP/1.1 100 Continue\r\n\r\n");
+    }
+
+    /* route now, so a body nobody reads is counted but not kept */
+    if (!options_star) {
+        struct pier_str path = req->path;
+        if (cfg->prefix_len) {
+            if (path.n < cfg->prefix_len || memcmp(path.p, cfg->prefix, cfg->prefix_len) != 0 ||
+                (path.n > cfg->prefix_len && path.p[cfg->prefix_len] != '/')) {
+                rq->route = PIER_ROUTE_NONE;
+                return 0;
+            }
+            path.p += cfg->prefix_len;
+            path.n -= cfg->prefix_len;
+        }
+        if (path.n == 0)
+            path.p = "/", path.n = 1;
+        req->route_path = path;
+        rq->route = pier_router_match(pier_routes, pier_routes_count, req->method_name, path,
+                                      cfg->metrics_enabled ? 0 : PIER_ROUTE_METRICS, req->params,
+                                      &req->nparams, rq->allow, sizeof rq->allow);
+        if (rq->route >= 0 && (pier_routes[rq->route].flags & PIER_ROUTE_BODY))
+            s->flags |= PIER_S_KEEP_BODY;
+    }
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len) {
+    struct pier_session *s = of(p);
+    struct pier_reqstate *rq = s->rq;
+    rq->body_bytes += len;
+    if (rq->body_bytes > (uint64_t)s->env->cfg->max_body_bytes) {
+        fail(s, 413, "request body exceeds limits.max_body_bytes", PIER_BAD_BODY_TOO_LARGE);
+        return HPE_PAUSED;
+    }
+    if (s->flags & PIER_S_KEEP_BODY)
+        pier_buf_append(&rq->body, at, len);
+    return 0;
+}
+
+static void dispatch(struct pier_session *s, struct pier_response *res) {
+    struct pier_reqstate *rq = s->rq;
+    struct pier_request *req = &rq->req;
+    if (req->method == HTTP_OPTIONS) {
+        int star = req->target.n == 1 && req->target.p[0] == '*';
+        if (star || rq->route == PIER_ROUTE_WRONG_METHOD) {
+            pier_response_begin(res, 204, NULL);
+            snprintf(res->allow, sizeof res->allow, "%s",
+                     star ? "GET, HEAD, POST, OPTIONS" : rq->allow);
+            return;
+        }
+    }
+    if (rq->route == PIER_ROUTE_NONE) {
+        pier_response_error(res, 404, "no such route");
+        return;
+    }
+    if (rq->route == PIER_ROUTE_WRONG_METHOD) {
+        pier_response_error(res, 405, "method not allowed for this route");
+        snprintf(res->allow, sizeof res->allow, "%s", rq->allow);
+        return;
+    }
+    req->body.p = rq->body.data ? rq->body.data : "";
+    req->body.n = rq->body.len;
+    pier_routes[rq->route].handler(req, res);
+}
+
+static int on_message_complete(llhttp_t *p) {
+    struct pier_session *s = of(p);
+    struct pier_env *env = s->env;
+    int paused = 0;
+    if (!(s->flags & PIER_S_RESPONDED)) {
+        struct pier_response res = {.body = &env->body};
+        dispatch(s, &res);
+        int closing =
+            (s->flags & PIER_S_CLOSE) || !llhttp_should_keep_alive(p) || p->upgrade ||
+            atomic_load_explicit(&env->app->lifecycle, memory_order_relaxed) == PIER_DRAINING;
+        emit(s, &res, closing, s->rq->req.method == HTTP_HEAD);
+        if (closing) {
+            s->flags |= PIER_S_CLOSE;
+            paused = 1;
+        }
+    }
+    /* the request is over: its state goes back to the pool */
+    s->nrequests++;
+    reqstate_put(env, s->rq);
+    s->rq = NULL;
+    s->flags &= (uint16_t)PIER_S_CLOSE;
+    s->phase = PIER_PHASE_IDLE;
+    pier_buf_shrink(&env->body, KEEP_BUF_BYTES);
+    return paused ? HPE_PAUSED : 0;
+}
+
+static const llhttp_settings_t *settings(void) {
+    static llhttp_settings_t st;
+    static int ready;
+    if (!ready) { /* written once, identically, by whichever worker comes first */
+        llhttp_settings_t t;
+        llhttp_settings_init(&t);
+        t.on_message_begin = on_message_begin;
+        t.on_url = on_url;
+        t.on_url_complete = on_url_complete;
+        t.on_header_field = on_header_field;
+        t.on_header_field_complete = on_header_field_complete;
+        t.on_header_value = on_header_value;
+        t.on_header_value_complete = on_header_value_complete;
+        t.on_headers_complete = on_headers_complete;
+        t.on_body = on_body;
+        t.on_message_complete = on_message_complete;
+        st = t;
+        ready = 1;
+    }
+    return &st;
+}
+
+void pier_session_init(struct pier_session *s, struct pier_env *env) {
+    memset(s, 0, sizeof *s);
+    s->env = env;
+    llhttp_init(&s->parser, HTTP_REQUEST, settings());
+    s->parser.data = s;
+    s->phase = PIER_PHASE_HEADERS;
+}
+
+void pier_session_reset(struct pier_session *s) {
+    if (s->rq) {
+        reqstate_put(s->env, s->rq);
+        s->rq = NULL;
+    }
+}
+
+static void parse_error(struct pier_session *s, llhttp_errno_t err) {
+    if (s->flags & PIER_S_RESPONDED)
+        return;
+    if (s->rq == NULL)
+        s->rq = reqstate_get(s->env);
+    char msg[160];
+    const char *reason = llhttp_get_error_reason(&s->parser);
+    snprintf(msg, sizeof msg, "malformed request: %s", reason ? reason : llhttp_errno_name(err));
+    fail(s, 400, msg, PIER_BAD_MALFORMED);
+}
+
+int pier_session_feed(struct pier_session *s, const char *data, size_t len) {
+    if (s->flags & PIER_S_CLOSE)
+        return 1;
+    llhttp_errno_t err = llhttp_execute(&s->parser, data, len);
+    if (err == HPE_OK)
+        return (s->flags & PIER_S_CLOSE) ? 1 : 0;
+    if (err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE)
+        parse_error(s, err);
+    s->flags |= PIER_S_CLOSE;
+    return 1;
+}
+
+int pier_session_timeout(struct pier_session *s) {
+    if (s->phase == PIER_PHASE_IDLE || (s->flags & PIER_S_CLOSE))
+        return 1;
+    int in_body = s->phase == PIER_PHASE_BODY;
+    if (s->rq == NULL)
+        s->rq = reqstate_get(s->env);
+    fail(s, 408,
+         in_body ? "the request was not received within timeouts.request_ms"
+                 : "the request headers were not received within timeouts.header_ms",
+         in_body ? PIER_BAD_REQUEST_TIMEOUT : PIER_BAD_HEADER_TIMEOUT);
+    return 1;
+}
+
+void pier_session_overload(struct pier_session *s) {
+    fail(s, 503, "too many connections; retry later", PIER_BAD_OVERLOAD);
+}
+
+uint64_t pier_session_request_start(const struct pier_session *s) {
+    return s->rq ? s->rq->start_ns : 0;
+}
