@@ -260,6 +260,16 @@ check_cloud-init() {
   cloud-init schema --config-file config/cloud-init.yaml || rc=1
   # cloud-init's own interpreter: the one its Python package is installed for.
   /usr/bin/python3 ci/lint/checks.py cloud-init-keys config/cloud-init.yaml || rc=1
+  # The shell scripts it writes (write_files entries starting with #!).
+  local scripts file where
+  scripts=$("$PY" ci/lint/checks.py cloud-init-scripts config/cloud-init.yaml "$LOG_DIR/cloud-init") || rc=1
+  if [[ -n $scripts ]]; then
+    need shellcheck shellcheck || return 1
+    while IFS=$'\t' read -r file where; do
+      echo "shellcheck $where (as $file)"
+      shellcheck --format=gcc "$file" || rc=1
+    done <<<"$scripts"
+  fi
   return $rc
 }
 

@@ -9,6 +9,9 @@
                                             that some cloud-init module reads (the schema
                                             command accepts unknown keys silently, so a typo
                                             like `package:` would pass it)
+    checks.py cloud-init-scripts FILE DIR   write the shell scripts embedded in write_files
+                                            (content starting with #!) to DIR, for shellcheck;
+                                            prints one `extracted-file<TAB>where` line each
 
 Each finding is printed as `FILE:LINE: message`; the exit status is 1 when there is any.
 """
@@ -89,6 +92,24 @@ def check_cloud_init_keys(path):
     return findings
 
 
+def extract_cloud_init_scripts(path, outdir):
+    import os
+
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f) or {}
+    os.makedirs(outdir, exist_ok=True)
+    for entry in doc.get("write_files", []):
+        content = entry.get("content", "")
+        if not isinstance(content, str) or not content.startswith("#!"):
+            continue
+        name = entry["path"].strip("/").replace("/", "_")
+        out = os.path.join(outdir, name)
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(content)
+        print(f"{out}\t{path}: write_files {entry['path']}")
+    return []
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -100,6 +121,8 @@ def main(argv):
         findings = check_required_checks(args[0], args[1:])
     elif cmd == "cloud-init-keys" and len(args) == 1:
         findings = check_cloud_init_keys(args[0])
+    elif cmd == "cloud-init-scripts" and len(args) == 2:
+        findings = extract_cloud_init_scripts(args[0], args[1])
     else:
         print(__doc__, file=sys.stderr)
         return 2
