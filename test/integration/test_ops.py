@@ -1,0 +1,305 @@
+"""Operations: graceful drain, hot reload, metrics — against the real binary."""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import unittest
+
+from harness import Pier, Reader, build_request, closed_by_peer, parse_responses, read_until_close
+
+
+def cfg(port=0, prefix="/prod", extra=""):
+    return "environment: test\nlisten:\n  host: 127.0.0.1\n  port: %d\nprefix: %s\n%s" % (port, prefix, extra)
+
+
+def metric(text, name, **labels):
+    """Value of one sample, or None."""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+        if all(got.get(k) == v for k, v in labels.items()) and len(got) == len(labels):
+            return float(m.group(4))
+    return None
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Drain(unittest.TestCase):
+    def test_in_flight_request_completes_and_new_connections_are_refused(self):
+        p = Pier(cfg(extra="shutdown:\n  grace_ms: 1000\n  drain_ms: 5000\n")).start()
+        try:
+            a = p.connect()
+            body = b'{"drain":"ok","n":12345}'
+            head = ("POST /prod/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    "Content-Length: %d\r\n\r\n" % len(body)).encode()
+            a.sendall(head + body[:10])
+            time.sleep(0.1)
+            t0 = time.time()
+            p.signal(signal.SIGTERM)
+            self.assertIsNotNone(p.wait_log(lambda j: j.get("msg", "").startswith("shutting down"), 3))
+            # grace period: still accepting, but health says fail
+            r = p.get("/prod/health/ready")
+            self.assertEqual(r.status, 503)
+            self.assertEqual(r.json()["status"], "fail")
+            r = p.get("/prod/health")
+            self.assertEqual(r.status, 503)
+            self.assertEqual(r.json()["status"], "fail")
+            self.assertEqual(p.get("/prod/health/live").status, 200)
+            self.assertLess(time.time() - t0, 0.9, "grace checks took too long to be meaningful")
+            # after grace: the listener closes
+            self.assertIsNotNone(p.wait_log(lambda j: j.get("msg", "").startswith("draining"), 3))
+            refused = False
+            deadline = time.time() + 2
+            while time.time() < deadline and not refused:
+                try:
+                    socket.create_connection(("127.0.0.1", p.port), timeout=0.5).close()
+                    time.sleep(0.05)
+                except ConnectionRefusedError:
+                    refused = True
+            self.assertTrue(refused, "new connections still accepted after the grace period")
+            self.assertIsNone(p.proc.poll(), "pier exited with a request in flight")
+            # the in-flight request finishes, with Connection: close
+            a.sendall(body[10:])
+            rs = parse_responses(read_until_close(a, 3))
+            self.assertEqual(len(rs), 1)
+            self.assertEqual(rs[0].status, 200)
+            self.assertEqual(rs[0].json()["received"], {"drain": "ok", "n": 12345})
+            self.assertEqual(rs[0].headers["connection"], "close")
+            a.close()
+            code = p.wait_exit(6)
+            self.assertEqual(code, 0)
+            self.assertLess(time.time() - t0, 1.0 + 5.0)
+        finally:
+            p.stop()
+
+    def test_idle_keepalive_closed_and_quick_exit(self):
+        p = Pier(cfg()).start()
+        try:
+            s = p.connect()
+            s.sendall(build_request("GET", "/prod/health"))
+            Reader(s).next()
+            t0 = time.time()
+            p.signal(signal.SIGTERM)
+            self.assertTrue(closed_by_peer(s, 3))
+            self.assertEqual(p.wait_exit(5), 0)
+            self.assertLess(time.time() - t0, 2)
+        finally:
+            p.stop()
+
+    def test_drain_timeout_cuts_and_exits_0(self):
+        p = Pier(cfg(extra="shutdown:\n  grace_ms: 0\n  drain_ms: 500\n")).start()
+        try:
+            s = p.connect()
+            s.sendall(b"POST /prod/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            time.sleep(0.1)
+            t0 = time.time()
+            p.signal(signal.SIGTERM)
+            self.assertEqual(p.wait_exit(5), 0)
+            took = time.time() - t0
+            self.assertGreaterEqual(took, 0.45)
+            self.assertLess(took, 2.5)
+            line = p.wait_log(lambda j: "cut" in j.get("msg", ""), 2)
+            self.assertIsNotNone(line)
+            self.assertEqual(line["connections"], 1)
+            s.close()
+        finally:
+            p.stop()
+
+    def test_second_signal_exits_at_once(self):
+        p = Pier(cfg(extra="shutdown:\n  grace_ms: 10000\n")).start()
+        try:
+            p.signal(signal.SIGTERM)
+            p.wait_log(lambda j: j.get("msg", "").startswith("shutting down"), 3)
+            t0 = time.time()
+            p.signal(signal.SIGINT)
+            code = p.wait_exit(3)
+            self.assertIsNotNone(code)
+            self.assertLess(time.time() - t0, 1.5)
+        finally:
+            p.stop()
+
+
+class Reload(unittest.TestCase):
+    def write(self, p, text):
+        with open(p.config_path, "w") as f:
+            f.write(text)
+
+    def reload_and_wait(self, p, msg):
+        n = len([j for j in p.logs() if j.get("msg", "").startswith(msg)])
+        p.signal(signal.SIGHUP)
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            hits = [j for j in p.logs() if j.get("msg", "").startswith(msg)]
+            if len(hits) > n:
+                return hits[-1]
+            time.sleep(0.02)
+        self.fail("no %r log line after SIGHUP" % msg)
+
+    def test_prefix_and_level_change_then_broken_yaml(self):
+        port = free_port()
+        p = Pier(cfg(port, "/a", "log:\n  level: info\n")).start()
+        try:
+            keep = p.connect()
+            keep.sendall(build_request("GET", "/a/health"))
+            rd = Reader(keep)
+            self.assertEqual(rd.next().status, 200)
+            self.write(p, cfg(port, "/b", "log:\n  level: debug\n"))
+            line = self.reload_and_wait(p, "config reloaded")
+            self.assertIn("prefix: /a -> /b", line["changed"])
+            self.assertIn("log.level: info -> debug", line["changed"])
+            self.assertEqual(p.get("/b/health").status, 200)
+            self.assertEqual(p.get("/a/health").status, 404)
+            # the kept-alive connection survived and sees the new config
+            keep.sendall(build_request("GET", "/b/health/live"))
+            self.assertEqual(rd.next().status, 200)
+            # broken YAML: error with its line, old config stays, still serving
+            self.write(p, cfg(port, "/c") + "limits:\n  max_body_bytes: [oops\n")
+            line = self.reload_and_wait(p, "config reload failed")
+            self.assertEqual(line["level"], "error")
+            self.assertRegex(line["error"], r"pier\.yaml:\d+:\d+: YAML syntax error")
+            self.assertIsNone(p.proc.poll())
+            self.assertEqual(p.get("/b/health").status, 200)
+            self.assertEqual(p.get("/c/health").status, 404)
+            # an invalid value: named with file:line:column and key
+            self.write(p, cfg(port, "/c", "timeouts:\n  idle_ms: soon\n"))
+            line = self.reload_and_wait(p, "config reload failed")
+            self.assertIn("pier.yaml:7:12: timeouts.idle_ms: expected an integer", line["error"])
+            m = p.get("/b/metrics").body.decode()
+            self.assertEqual(metric(m, "pier_config_reloads_total", result="success"), 1)
+            self.assertEqual(metric(m, "pier_config_reloads_total", result="failure"), 2)
+            keep.close()
+        finally:
+            p.stop()
+
+    def test_listen_port_change_keeps_open_connections(self):
+        old, new = free_port(), free_port()
+        p = Pier(cfg(old)).start()
+        try:
+            keep = p.connect()
+            rd = Reader(keep)
+            keep.sendall(build_request("GET", "/prod/health"))
+            self.assertEqual(rd.next().status, 200)
+            self.write(p, cfg(new))
+            line = self.reload_and_wait(p, "config reloaded")
+            self.assertEqual(line["port"], new)
+            s = socket.create_connection(("127.0.0.1", new), timeout=3)
+            s.sendall(build_request("GET", "/prod/health", close=True))
+            self.assertIn(b"200 OK", read_until_close(s, 3))
+            s.close()
+            # the old keep-alive connection still works
+            for _ in range(3):
+                keep.sendall(build_request("GET", "/prod/health"))
+                self.assertEqual(rd.next().status, 200)
+            keep.close()
+            # the old port no longer accepts
+            refused = False
+            deadline = time.time() + 2
+            while time.time() < deadline and not refused:
+                try:
+                    socket.create_connection(("127.0.0.1", old), timeout=0.5).close()
+                    time.sleep(0.05)
+                except ConnectionRefusedError:
+                    refused = True
+            self.assertTrue(refused)
+        finally:
+            p.stop()
+
+    def test_port_taken_reload_fails_cleanly(self):
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        p = Pier(cfg()).start()
+        try:
+            self.write(p, cfg(blocker.getsockname()[1]))
+            line = self.reload_and_wait(p, "config reload failed")
+            self.assertIn("Address already in use", line["error"])
+            self.assertEqual(p.get("/prod/health").status, 200)
+        finally:
+            p.stop()
+            blocker.close()
+
+
+class Metrics(unittest.TestCase):
+    def test_counters_histogram_and_format(self):
+        with Pier(cfg()) as p:
+            before = p.get("/prod/metrics").body.decode()
+            b0 = metric(before, "pier_http_requests_total", route="/health", method="GET", code="200") or 0
+            for _ in range(7):
+                self.assertEqual(p.get("/prod/health").status, 200)
+            for _ in range(3):
+                self.assertEqual(p.get("/prod/does-not-exist").status, 404)
+            p.raw(b"GARBAGE\r\n\r\n")
+            text = p.get("/prod/metrics").body.decode()
+            self.assertEqual(metric(text, "pier_http_requests_total", route="/health", method="GET", code="200") - b0, 7)
+            self.assertEqual(metric(text, "pier_http_requests_total", route="unmatched", method="GET", code="404"), 3)
+            self.assertEqual(metric(text, "pier_http_bad_requests_total", reason="malformed"), 1)
+            self.assertEqual(metric(text, "pier_http_request_duration_seconds_count", route="/health"),
+                             metric(text, "pier_http_requests_total", route="/health", method="GET", code="200"))
+            self.assertEqual(metric(text, "pier_http_request_duration_seconds_bucket", route="/health", le="+Inf"), 7)
+            self.assertEqual(metric(text, "pier_build_info", version=p.get("/prod/version").json()["version"],
+                                    commit=p.get("/prod/version").json()["commit"], environment="test"), 1)
+            self.assertGreaterEqual(metric(text, "pier_http_connections_total"), 12)
+            self.assertEqual(metric(text, "pier_http_connections_active"), 1)  # the scrape itself
+            for name in ("process_start_time_seconds", "process_resident_memory_bytes", "process_virtual_memory_bytes",
+                         "process_cpu_seconds_total", "process_open_fds", "process_max_fds"):
+                self.assertIsNotNone(metric(text, name), name)
+            self.assertGreater(metric(text, "process_resident_memory_bytes"), 100000)
+            self.assertAlmostEqual(metric(text, "process_start_time_seconds"), time.time(), delta=60)
+            r = p.get("/prod/metrics")
+            self.assertEqual(r.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8")
+
+    @unittest.skipUnless(shutil.which("promtool"), "promtool is not installed")
+    def test_promtool_accepts_the_output(self):
+        with Pier(cfg()) as p:
+            for path in ("/prod/health", "/prod/nope", "/prod/version/libuv"):
+                p.get(path)
+            text = p.get("/prod/metrics").body
+            out = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=20)
+            self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+
+    def test_metrics_summed_across_workers(self):
+        with Pier(cfg(extra="workers: 2\n")) as p:
+            for _ in range(60):
+                self.assertEqual(p.get("/prod/health/live").status, 200)
+            text = p.get("/prod/metrics").body.decode()
+            self.assertEqual(metric(text, "pier_http_requests_total", route="/health/live", method="GET", code="200"), 60)
+
+    def test_metrics_can_be_disabled(self):
+        with Pier(cfg(extra="metrics:\n  enabled: false\n")) as p:
+            self.assertEqual(p.get("/prod/metrics").status, 404)
+            self.assertEqual(p.get("/prod/health").status, 200)
+
+
+class Workers(unittest.TestCase):
+    def test_two_workers_drain_and_reload(self):
+        port = free_port()
+        p = Pier(cfg(port, extra="workers: 2\n")).start()
+        try:
+            self.assertEqual(p.logs()[0]["workers"], 2)
+            with open(p.config_path, "w") as f:
+                f.write(cfg(port, "/z", "workers: 2\n"))
+            p.signal(signal.SIGHUP)
+            self.assertIsNotNone(p.wait_log(lambda j: j.get("msg") == "config reloaded", 5))
+            for _ in range(20):  # both workers' listeners answer with the new prefix
+                self.assertEqual(p.get("/z/health").status, 200)
+            p.signal(signal.SIGTERM)
+            self.assertEqual(p.wait_exit(5), 0)
+        finally:
+            p.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
