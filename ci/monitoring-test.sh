@@ -96,9 +96,12 @@ PREFIX = "https://github.com/pier-service/pier/blob/main/README.md#"
 
 def anchors(path):
     found = set()
+    fenced = False
     with open(path, encoding="utf-8") as f:
         for line in f:
-            m = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+            if line.startswith("```"):
+                fenced = not fenced
+            m = None if fenced else re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
             if m:
                 text = m.group(1).strip().lower()
                 text = re.sub(r"[^\w\- ]", "", text)
