@@ -98,19 +98,28 @@ int pier_buf_put_json_str(pier_buf_t *b, const char *s, size_t len) {
     if (pier_buf_reserve(b, len + 2) != 0)
         return -12;
     b->data[b->len++] = '"';
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
+    size_t i = 0;
+    while (i < len) {
+        /* copy the run of bytes that need no escape in one go: most strings are one run */
+        size_t run = i;
+        while (run < len && (unsigned char)s[run] >= 0x20 && (unsigned char)s[run] < 0x7f &&
+               s[run] != '"' && s[run] != '\\')
+            run++;
+        if (run > i && pier_buf_append(b, s + i, run - i) != 0)
+            return -12;
+        if (run == len)
+            break;
+        unsigned char c = (unsigned char)s[run];
         if (c == '"' || c == '\\') {
             char esc[2] = {'\\', (char)c};
             if (pier_buf_append(b, esc, 2) != 0)
                 return -12;
-        } else if (c < 0x20 || c >= 0x7f) {
+        } else {
             char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             if (pier_buf_append(b, esc, 6) != 0)
                 return -12;
-        } else if (pier_buf_putc(b, (char)c) != 0) {
-            return -12;
         }
+        i = run + 1;
     }
     return pier_buf_putc(b, '"');
 }
