@@ -46,17 +46,26 @@ static void put(struct pier_logline *l, const char *s, size_t n) {
 
 static void put_escaped(struct pier_logline *l, const char *s, size_t n) {
     static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
+    size_t i = 0;
+    while (i < n) {
+        /* copy the run of bytes that need no escape with one put(): usually the whole value */
+        size_t run = i;
+        while (run < n && (unsigned char)s[run] >= 0x20 && (unsigned char)s[run] < 0x7f &&
+               s[run] != '"' && s[run] != '\\')
+            run++;
+        if (run > i)
+            put(l, s + i, run - i);
+        if (run == n)
+            break;
+        unsigned char c = (unsigned char)s[run];
         if (c == '"' || c == '\\') {
             char e[2] = {'\\', (char)c};
             put(l, e, 2);
-        } else if (c < 0x20 || c >= 0x7f) {
+        } else {
             char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             put(l, e, 6);
-        } else {
-            put(l, (const char *)&c, 1);
         }
+        i = run + 1;
     }
 }
 
@@ -133,8 +142,16 @@ void pier_log_str(struct pier_logline *l, const char *key, const char *value) {
 }
 
 void pier_log_int(struct pier_logline *l, const char *key, int64_t value) {
+    /* by hand: snprintf's format machinery cost more than the rest of an access line */
     char num[24];
-    int n = snprintf(num, sizeof num, "%lld", (long long)value);
+    size_t i = sizeof num;
+    uint64_t v = value < 0 ? 0 - (uint64_t)value : (uint64_t)value;
+    do {
+        num[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    if (value < 0)
+        num[--i] = '-';
     if (l->format == PIER_LOG_FORMAT_JSON) {
         put(l, ",\"", 2);
         put(l, key, strlen(key));
@@ -144,7 +161,7 @@ void pier_log_int(struct pier_logline *l, const char *key, int64_t value) {
         put(l, key, strlen(key));
         put(l, "=", 1);
     }
-    put(l, num, (size_t)n);
+    put(l, num + i, sizeof num - i);
 }
 
 static void finish(struct pier_logline *l) {

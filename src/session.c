@@ -231,7 +231,6 @@ static void emit(struct pier_session *s, struct pier_response *res, int closing,
 
     if (env->cfg->log_access && pier_log_enabled(PIER_LOG_INFO)) {
         struct pier_logline l;
-        char peer[64];
         pier_log_begin(&l, PIER_LOG_INFO, "request");
         if (rq && rq->req.method_name) {
             pier_log_str(&l, "method", rq->req.method_name);
@@ -249,8 +248,11 @@ static void emit(struct pier_session *s, struct pier_response *res, int closing,
         pier_log_int(&l, "status", status);
         pier_log_int(&l, "bytes", head_only ? 0 : (int64_t)res->body->len);
         pier_log_int(&l, "duration_us", (int64_t)(dur / 1000));
-        format_peer(&s->peer, peer, sizeof peer);
-        pier_log_str(&l, "remote", peer);
+        if (s->peer_text_len == 0) {
+            format_peer(&s->peer, s->peer_text, sizeof s->peer_text);
+            s->peer_text_len = (uint8_t)strlen(s->peer_text);
+        }
+        pier_log_strn(&l, "remote", s->peer_text, s->peer_text_len);
         pier_log_strn(&l, "request_id", rid.p, rid.n);
         pier_log_end_batch(&l, &env->logbatch);
         if (env->logbatch.len > 32 * 1024)

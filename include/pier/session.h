@@ -72,6 +72,8 @@ struct pier_session {
     uint8_t phase;
     uint32_t nrequests; /* requests answered so far */
     struct pier_peer peer;
+    uint8_t peer_text_len; /* peer_text formatted once, on the first access-log line */
+    char peer_text[56];    /* "[v6 address]:port" at most */
 };
 
 void pier_session_init(struct pier_session *s, struct pier_env *env);
