@@ -41,10 +41,21 @@ static void print_errors(const char *file, const pier_buf_t *errors) {
             n == 1 ? "" : "s");
 }
 
+static int run(int argc, char **argv, const char **sets);
+
 int main(int argc, char **argv) {
+    /* --set values are collected here; one owner, freed on every path */
+    const char **sets = calloc((size_t)argc, sizeof *sets);
+    if (sets == NULL)
+        return 1;
+    int rc = run(argc, argv, sets);
+    free(sets);
+    return rc;
+}
+
+static int run(int argc, char **argv, const char **sets) {
     const char *config = NULL, *check = NULL, *probe_url = NULL;
     int probe = 0, probe_timeout = 2000;
-    const char **sets = calloc((size_t)argc, sizeof *sets);
     size_t nsets = 0;
     char pathbuf[PATH_MAX];
 
@@ -98,8 +109,12 @@ int main(int argc, char **argv) {
         return 1;
 
     if (check) {
-        if (pier_config_load(cfg, check, sets, nsets, &errors) != 0) {
+        int bad = pier_config_load(cfg, check, sets, nsets, &errors) != 0;
+        if (bad)
             print_errors(check, &errors);
+        pier_buf_free(&errors);
+        if (bad) {
+            free(cfg);
             return 1;
         }
         printf("pier: %s is valid: environment %s, listen %s:%lld, prefix \"%s\", log %s, "
@@ -107,7 +122,6 @@ int main(int argc, char **argv) {
                check, cfg->environment, cfg->listen_host, (long long)cfg->listen_port, cfg->prefix,
                pier_log_level_name((int)cfg->log_level), pier_config_workers(cfg));
         free(cfg);
-        free(sets);
         return 0;
     }
 
@@ -119,6 +133,8 @@ int main(int argc, char **argv) {
         if (probe_url == NULL) {
             if (pier_config_load(cfg, config, sets, nsets, &errors) != 0) {
                 print_errors(config, &errors);
+                pier_buf_free(&errors);
+                free(cfg);
                 return 1;
             }
             const char *host = cfg->listen_host;
@@ -134,16 +150,16 @@ int main(int argc, char **argv) {
         int rc = pier_probe(probe_url, probe_timeout > 0 ? probe_timeout : 2000, why, sizeof why);
         fprintf(rc == 0 ? stdout : stderr, "pier probe: %s\n", why);
         free(cfg);
-        free(sets);
+        pier_buf_free(&errors);
         return rc;
     }
 
     if (pier_config_load(cfg, config, sets, nsets, &errors) != 0) {
         print_errors(config, &errors);
+        pier_buf_free(&errors);
+        free(cfg);
         return 1;
     }
     pier_buf_free(&errors);
-    int rc = pier_server_run(cfg, config, sets, nsets);
-    free(sets);
-    return rc;
+    return pier_server_run(cfg, config, sets, nsets);
 }
