@@ -58,7 +58,9 @@ if [[ -z $mirror ]]; then
   exit 1
 fi
 arch=$(dpkg --print-architecture)
-key=$(printf '%s %s %s' "$suite" "$arch" "$mirror" | sha256sum | cut -c1-12)
+# Bump recipe when the customisation below changes: the cached tarball is then rebuilt.
+recipe=2
+key=$(printf '%s %s %s %s' "$recipe" "$suite" "$arch" "$mirror" | sha256sum | cut -c1-12)
 tarball=$cache/$suite-minbase-$arch-$key.tar
 
 if [[ $force == 1 || ! -s $tarball ]]; then
@@ -113,6 +115,9 @@ Dir::Cache::pkgcache "";
 Dir::Cache::srcpkgcache "";
 CFG
   echo 'Acquire::Languages "none";' >"$rootfs/etc/apt/apt.conf.d/docker-no-languages"
+  # Packages installed during a build must not try to start their services (nginx would).
+  printf '#!/bin/sh\nexit 101\n' >"$rootfs/usr/sbin/policy-rc.d"
+  chmod 0755 "$rootfs/usr/sbin/policy-rc.d"
   rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/var/log/* \
     "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
     "$rootfs"/tmp/* "$rootfs"/var/tmp/*
