@@ -29,7 +29,10 @@ log:
 class Pier:
     """A running pier. Use as a context manager, or call start()/stop()."""
 
-    def __init__(self, config=BASE_CONFIG, env=None, args=(), config_path=None):
+    def __init__(self, config=BASE_CONFIG, env=None, args=(), config_path=None, port=None):
+        # port: when the config names a fixed port and the "listening" line may be filtered
+        # out by log.level, wait for the port to accept instead of reading the log.
+        self.fixed_port = port
         self.tmp = tempfile.TemporaryDirectory(prefix="pier-test-")
         self.config_path = config_path or os.path.join(self.tmp.name, "pier.yaml")
         if config is not None and config_path is None:
@@ -53,6 +56,17 @@ class Pier:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+        if self.fixed_port:
+            deadline = time.time() + timeout
+            while time.time() < deadline and self.proc.poll() is None:
+                try:
+                    socket.create_connection(("127.0.0.1", self.fixed_port), timeout=0.5).close()
+                    self.port = self.fixed_port
+                    return self
+                except OSError:
+                    time.sleep(0.02)
+            self.stop()
+            raise RuntimeError("pier did not start on port %d" % self.fixed_port)
         line = self.wait_log(lambda j: j.get("msg") == "listening", timeout)
         if line is None:
             self.stop()

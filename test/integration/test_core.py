@@ -259,5 +259,28 @@ class CoreTest(unittest.TestCase):
         self.assertEqual(out.stdout.count(b'"status":"pass"'), 2)
 
 
+
+class LogLevel(unittest.TestCase):
+    def test_level_filters_access_lines(self):
+        cfgtext = "listen: {host: 127.0.0.1, port: %d}\nprefix: /prod\nlog:\n  level: %s\n  format: %s\n"
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        with Pier(config=cfgtext % (port, "warn", "json"), port=port) as p:
+            p.get("/prod/health", headers={"X-Request-Id": "hidden-1"})
+            p.get("/prod/health", headers={"X-Request-Id": "hidden-2"})
+            time.sleep(0.4)  # longer than the 100 ms access-log flush
+            self.assertFalse([j for j in p.logs() if j.get("msg") == "request"])
+        with Pier(config=cfgtext % (port, "info", "text"), port=port) as p:
+            p.get("/prod/health", headers={"X-Request-Id": "text-1"})
+            deadline = time.time() + 3
+            while time.time() < deadline and not any("text-1" in l for l in p.lines):
+                time.sleep(0.05)
+            line = [l for l in p.lines if "text-1" in l]
+            self.assertTrue(line, p.lines)
+            self.assertRegex(line[0], r"^\d{4}-\d\d-\d\dT[\d:.]+Z INFO  request method=GET path=/prod/health status=200 ")
+
+
 if __name__ == "__main__":
     unittest.main()
