@@ -94,8 +94,8 @@ done
 ((${#branches[@]})) || branches=(main develop)
 
 for b in "${branches[@]}"; do
-  if ! git check-ref-format --branch "$b" >/dev/null 2>&1; then
-    echo "github-protect: '$b' is not a valid branch name" >&2
+  if [[ ! $b =~ ^[A-Za-z0-9_][A-Za-z0-9._/-]*$ || $b == *..* || $b == */ || $b == *.lock ]]; then
+    echo "github-protect: '$b' is not a branch name this script accepts" >&2
     exit 2
   fi
 done

