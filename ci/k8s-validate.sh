@@ -69,7 +69,14 @@ case "$kustomize_version" in
 esac
 
 # --- the pinned checkers --------------------------------------------------------------
-if (cd ci/k8s && timeout 300 npm ci --no-audit --no-fund --loglevel=error >"$tmp/npm.log" 2>&1); then
+# npm ci wipes and reinstalls node_modules; skip it when the last install was of this
+# very lock file (the stamp is written only after a successful npm ci).
+lock_sum="$(sha256sum ci/k8s/package-lock.json | cut -d' ' -f1)"
+stamp=ci/k8s/node_modules/.pier-lock-sha256
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$lock_sum" ]; then
+  ok "ci/k8s/node_modules is installed from the current package-lock.json"
+elif (cd ci/k8s && timeout 300 npm ci --no-audit --no-fund --loglevel=error >"$tmp/npm.log" 2>&1); then
+  echo "$lock_sum" >"$stamp"
   ok "npm ci in ci/k8s (kubernetes-models, yaml)"
 else
   cat "$tmp/npm.log"

@@ -478,7 +478,7 @@ const checks = {
 
 function httpGet(port, urlPath, timeoutMs = 2000) {
   return new Promise((resolve) => {
-    const req = http.get({ host: "127.0.0.1", port, path: urlPath, timeout: timeoutMs }, (res) => {
+    const req = http.get({ host: "127.0.0.1", port, path: urlPath, timeout: timeoutMs, agent: false }, (res) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (d) => (body += d));
@@ -490,6 +490,8 @@ function httpGet(port, urlPath, timeoutMs = 2000) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// For races against a process exit: a timer that does not keep node alive once lost.
+const deadline = (ms) => new Promise((r) => setTimeout(r, ms).unref());
 
 // Start pier as the container would (same env and args, config file from the ConfigMap),
 // except that it listens on an ephemeral loopback port: other tests on this machine may
@@ -524,8 +526,8 @@ async function startPier(bin, objs, dir) {
   child.stderr.setEncoding("utf8");
   child.stderr.on("data", (d) => (out.stderr += d));
   child.on("error", (e) => (out.stderr += String(e)));
-  const deadline = Date.now() + 5000;
-  while (Date.now() < deadline && out.exit === null) {
+  const until = Date.now() + 5000;
+  while (Date.now() < until && out.exit === null) {
     for (const line of out.lines) {
       try {
         const j = JSON.parse(line);
@@ -600,7 +602,7 @@ async function pierChecks(bin, env, objs, dir) {
     if (live.status !== 200) drainProblems.push(`liveness ${live.status} after SIGTERM, want 200`);
     report(`${env}: after SIGTERM readiness is 503 and liveness 200 (grace ${cfg.graceMs} ms)`, drainProblems);
     const limitMs = cfg.graceMs + cfg.drainMs + 2000;
-    const exited = await Promise.race([child.exited, sleep(limitMs).then(() => null)]);
+    const exited = await Promise.race([child.exited, deadline(limitMs).then(() => null)]);
     const took = Date.now() - t0;
     const exitProblems = [];
     if (!exited) exitProblems.push(`still running ${limitMs} ms after SIGTERM`);
@@ -610,7 +612,7 @@ async function pierChecks(bin, env, objs, dir) {
     report(`${env}: pier exits 0 after SIGTERM within terminationGracePeriodSeconds (took ${took} ms)`, exitProblems);
   } finally {
     stopPier(child);
-    await Promise.race([child.exited, sleep(2000)]);
+    await Promise.race([child.exited, deadline(2000)]);
   }
 }
 
