@@ -1,10 +1,14 @@
 /* session — HTTP/1.1 over an in-memory byte stream; see include/pier/session.h.
  *
- * llhttp runs in strict mode (no leniency flag is ever set), so smuggling shapes such as
- * Content-Length with Transfer-Encoding, duplicate lengths, bare LF, obs-fold and control
- * bytes are parse errors. On top of that the session enforces pier's own limits and rules:
- * header bytes, header count, body size (from Content-Length before any body byte is read,
- * or as a chunked body grows), CONNECT, transfer codings other than chunked, Expect.
+ * llhttp sets no leniency flag, so Content-Length with Transfer-Encoding and duplicate
+ * lengths are parse errors. But llhttp as built here (and as distributions ship it) is not
+ * compiled in its strict mode, and even that accepts obs-fold, some bare LFs, empty header
+ * names and chunk data not followed by CRLF: shapes a front proxy may frame differently. So
+ * the session re-reads the line structure of every request head and chunked body itself
+ * (the framing check below) and rejects what RFC 9112 forbids. On top of that it enforces
+ * pier's own limits and rules: header bytes, header count, body size (from Content-Length
+ * before any body byte is read, or as a chunked body grows), CONNECT, transfer codings other
+ * than chunked, Transfer-Encoding in HTTP/1.0, Expect.
  *
  * Every answer goes through emit(): one place writes the status line, Date, Content-Length,
  * X-Request-Id and Connection headers, counts the request in the metrics and writes the
@@ -38,6 +42,7 @@ struct pier_reqstate {
     uint32_t field_off, value_off;
     uint32_t nhdr;
     uint32_t trailer_bytes;
+    uint32_t head_bytes; /* request line and header bytes as sent, counted by scan() */
     uint64_t body_bytes;
     uint64_t start_ns;
     int route;
@@ -114,6 +119,7 @@ static struct pier_reqstate *reqstate_get(struct pier_env *env) {
     pier_buf_reset(&rq->head);
     pier_buf_reset(&rq->body);
     rq->url_len = rq->field_off = rq->value_off = rq->nhdr = rq->trailer_bytes = 0;
+    rq->head_bytes = 0;
     rq->body_bytes = 0;
     rq->route = PIER_ROUTE_NONE;
     rq->rid[0] = '\0';
@@ -273,6 +279,188 @@ static void fail(struct pier_session *s, int status, const char *message,
     s->flags |= PIER_S_RESPONDED | PIER_S_CLOSE;
 }
 
+/* ---- framing check -------------------------------------------------------------------- */
+
+/* scan() walks the bytes llhttp parses, from the request target to the end of the head, and
+ * through a chunked body's framing (chunk data itself is skipped: llhttp hands it to on_body),
+ * and checks the line structure RFC 9112 requires: every line ends in CRLF (no bare CR or
+ * LF), no field line starts with whitespace (obs-fold), field names are tokens, no control
+ * bytes but HTAB, and chunk data is followed by CRLF. It runs lazily: at on_headers_complete
+ * (up to the end of the head), at on_body and on_message_complete of a chunked request, and
+ * at the end of each feed; its state between feeds is one byte in the session. */
+enum scan_state {
+    SC_OFF,       /* not checking: between requests, or in a Content-Length body */
+    SC_LINE,      /* the request line after the target, or a field value */
+    SC_LF,        /* CR at the end of a line: LF must follow */
+    SC_BOL,       /* start of a field line, or of the empty line that ends the section */
+    SC_NAME,      /* a field name, up to ':' */
+    SC_END_LF,    /* CR of the empty line: LF ends the head (or the trailers) */
+    SC_SIZE0,     /* a chunk size line: first hex digit */
+    SC_SIZE,      /* more hex digits, ';' or CR */
+    SC_EXT,       /* chunk extension, up to CR (llhttp checks its grammar) */
+    SC_SIZE_LF,   /* CR after the chunk size line: LF must follow */
+    SC_DATA_WAIT, /* chunk data follows; on_body reports it */
+    SC_DATA,      /* chunk data seen: CR LF must follow when it ends */
+    SC_DATA_LF,   /* CR after chunk data: LF must follow */
+};
+#define SC_STATE   0x0f
+#define SC_TRAILER 0x10 /* the field lines are trailers: the empty line ends the message */
+#define SC_ZERO    0x20 /* the chunk size read so far is all zeros: the last chunk */
+
+enum { SCAN_MORE, SCAN_WAIT, SCAN_HEAD_END, SCAN_MSG_END, SCAN_BAD };
+
+/* Where scan() has got to in the bytes of the current pier_session_feed call. */
+static _Thread_local const char *scan_at, *scan_end;
+
+static int is_tchar(unsigned char c) {
+    /* RFC 9110 token: ALPHA DIGIT ! # $ % & ' * + - . ^ _ ` | ~ */
+    static const uint32_t map[8] = {0, 0x03ff6cfa, 0xc7fffffe, 0x57ffffff, 0, 0, 0, 0};
+    return (map[c >> 5] >> (c & 31)) & 1;
+}
+
+static int is_hex(unsigned char c) {
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+/* Check from scan_at up to `end`. Stops after the end of a head (SCAN_HEAD_END), of a
+ * chunked message (SCAN_MSG_END), or before chunk data (SCAN_WAIT); *why says what is wrong
+ * when it returns SCAN_BAD. */
+static int scan(struct pier_session *s, const char *end, const char **why) {
+    const char *p = scan_at;
+    unsigned st = s->scan & SC_STATE, fl = s->scan & ~SC_STATE & 0xffu;
+    int rc = SCAN_MORE;
+    int in_head = st != SC_OFF && st < SC_SIZE0 && !(fl & SC_TRAILER);
+    unsigned char c = 0;
+    for (; p < end; p++) {
+        c = (unsigned char)*p;
+        switch (st) {
+        case SC_LINE:
+            if (c == '\r')
+                st = SC_LF;
+            else if ((c < 0x20 && c != '\t') || c == 0x7f)
+                goto bad_byte;
+            break;
+        case SC_NAME:
+            if (c == ':')
+                st = SC_LINE;
+            else if (!is_tchar(c))
+                goto bad_name;
+            break;
+        case SC_LF:
+        case SC_SIZE_LF:
+        case SC_DATA_LF:
+        case SC_END_LF:
+            if (c != '\n') {
+                *why = "bare CR";
+                goto bad;
+            }
+            if (st == SC_LF) {
+                st = SC_BOL;
+            } else if (st == SC_DATA_LF) {
+                st = SC_SIZE0;
+            } else if (st == SC_SIZE_LF && !(fl & SC_ZERO)) {
+                st = SC_DATA_WAIT;
+                p++;
+                rc = SCAN_WAIT;
+                goto out;
+            } else if (st == SC_SIZE_LF) { /* the last chunk: trailers follow */
+                st = SC_BOL;
+                fl = SC_TRAILER;
+            } else { /* the empty line: the head or the trailers are over */
+                rc = (fl & SC_TRAILER) ? SCAN_MSG_END : SCAN_HEAD_END;
+                st = SC_OFF;
+                fl = 0;
+                p++;
+                goto out;
+            }
+            break;
+        case SC_BOL:
+            if (c == '\r') {
+                st = SC_END_LF;
+            } else if (c == ' ' || c == '\t') {
+                *why = "obs-fold (a header line starting with whitespace)";
+                goto bad;
+            } else if (is_tchar(c)) {
+                st = SC_NAME;
+            } else {
+                goto bad_name;
+            }
+            break;
+        case SC_SIZE0:
+        case SC_SIZE:
+            if (is_hex(c)) {
+                if (st == SC_SIZE0)
+                    fl |= SC_ZERO;
+                if (c != '0')
+                    fl &= ~(unsigned)SC_ZERO;
+                st = SC_SIZE;
+            } else if (st == SC_SIZE && c == ';') {
+                st = SC_EXT;
+            } else if (st == SC_SIZE && c == '\r') {
+                st = SC_SIZE_LF;
+            } else {
+                *why = "invalid chunk size";
+                goto bad;
+            }
+            break;
+        case SC_EXT:
+            if (c == '\r')
+                st = SC_SIZE_LF;
+            else if ((c < 0x20 && c != '\t') || c == 0x7f)
+                goto bad_byte;
+            break;
+        case SC_DATA:
+            if (c != '\r') {
+                *why = "chunk data not followed by CRLF";
+                goto bad;
+            }
+            st = SC_DATA_LF;
+            break;
+        case SC_DATA_WAIT: /* bytes where llhttp saw no chunk data: the caller decides */
+            rc = SCAN_WAIT;
+            goto out;
+        default:
+            goto out;
+        }
+    }
+out:
+    if (in_head && s->rq) /* a call that starts in the head ends with it at the latest */
+        s->rq->head_bytes += (uint32_t)(p - scan_at);
+    scan_at = p;
+    s->scan = (uint8_t)(st | fl);
+    return rc;
+bad_byte:
+    *why = c == '\n' ? "bare LF" : "control character";
+    goto bad;
+bad_name:
+    *why = c == '\n' ? "bare LF" : "invalid character in a header name";
+bad:
+    scan_at = p;
+    s->scan = SC_OFF;
+    return SCAN_BAD;
+}
+
+/* Answer 400 for a framing error found by scan(). Returns HPE_PAUSED for callbacks. */
+static int framing_error(struct pier_session *s, const char *why) {
+    s->scan = SC_OFF;
+    if (s->flags & PIER_S_RESPONDED)
+        return HPE_PAUSED;
+    char msg[128];
+    snprintf(msg, sizeof msg, "malformed request: %s", why ? why : "inconsistent framing");
+    fail(s, 400, msg, PIER_BAD_MALFORMED);
+    return HPE_PAUSED;
+}
+
+/* Past limits.max_header_bytes, counting every byte of the request line and the headers as
+ * sent (whitespace llhttp skips included)? Then 431. */
+static int head_bytes_over(struct pier_session *s) {
+    if (s->rq == NULL || s->rq->head_bytes <= (uint64_t)s->env->cfg->max_header_bytes)
+        return 0;
+    fail(s, 431, "request line and headers exceed limits.max_header_bytes",
+         PIER_BAD_HEADER_TOO_LARGE);
+    return 1;
+}
+
 /* ---- request assembly ---------------------------------------------------------------- */
 
 static struct pier_session *of(llhttp_t *p) {
@@ -305,6 +493,10 @@ static int on_message_begin(llhttp_t *p) {
 
 static int on_url(llhttp_t *p, const char *at, size_t len) {
     struct pier_session *s = of(p);
+    if (s->rq->head.len == 0) { /* the target's first bytes: check the head from here */
+        s->scan = SC_LINE;
+        scan_at = at;
+    }
     pier_buf_append(&s->rq->head, at, len);
     return head_too_big(s) ? HPE_PAUSED : 0;
 }
@@ -444,6 +636,14 @@ static int on_headers_complete(llhttp_t *p) {
     if (pier_request_header(req, "X-Request-Id", &v) && valid_request_id(v))
         req->request_id = v;
 
+    const char *why = NULL;
+    if (scan(s, scan_end, &why) != SCAN_HEAD_END)
+        return framing_error(s, why);
+    if (head_bytes_over(s))
+        return HPE_PAUSED;
+    if (p->flags & F_CHUNKED)
+        s->scan = SC_SIZE0;
+
     if (p->method == HTTP_CONNECT) {
         fail(s, 501, "CONNECT is not supported", PIER_BAD_NOT_IMPLEMENTED);
         return HPE_PAUSED;
@@ -454,6 +654,11 @@ static int on_headers_complete(llhttp_t *p) {
     }
     if (pier_request_header(req, "Transfer-Encoding", &v) && !pier_str_ieq(v, "chunked")) {
         fail(s, 501, "only the chunked transfer coding is supported", PIER_BAD_NOT_IMPLEMENTED);
+        return HPE_PAUSED;
+    }
+    if (p->http_minor == 0 && pier_request_header(req, "Transfer-Encoding", &v)) {
+        /* RFC 9112 6.1: HTTP/1.0 framing with a transfer coding is faulty */
+        fail(s, 400, "Transfer-Encoding is not allowed in an HTTP/1.0 request", PIER_BAD_MALFORMED);
         return HPE_PAUSED;
     }
     int options_star = p->method == HTTP_OPTIONS && req->target.n == 1 && req->target.p[0] == '*';
@@ -503,6 +708,15 @@ static int on_headers_complete(llhttp_t *p) {
 static int on_body(llhttp_t *p, const char *at, size_t len) {
     struct pier_session *s = of(p);
     struct pier_reqstate *rq = s->rq;
+    if (s->scan != SC_OFF) { /* chunked: the framing before this data must be whole */
+        const char *why = NULL;
+        int r = scan(s, at, &why);
+        unsigned st = s->scan & SC_STATE;
+        if (r == SCAN_BAD || scan_at != at || (st != SC_DATA_WAIT && st != SC_DATA))
+            return framing_error(s, why);
+        scan_at = at + len;
+        s->scan = SC_DATA;
+    }
     rq->body_bytes += len;
     if (rq->body_bytes > (uint64_t)s->env->cfg->max_body_bytes) {
         fail(s, 413, "request body exceeds limits.max_body_bytes", PIER_BAD_BODY_TOO_LARGE);
@@ -543,6 +757,11 @@ static int on_message_complete(llhttp_t *p) {
     struct pier_session *s = of(p);
     struct pier_env *env = s->env;
     int paused = 0;
+    if (s->scan != SC_OFF) { /* chunked: the last chunk and the trailers must be whole */
+        const char *why = NULL;
+        if (scan(s, scan_end, &why) != SCAN_MSG_END)
+            paused = framing_error(s, why) != 0;
+    }
     if (!(s->flags & PIER_S_RESPONDED)) {
         struct pier_response res = {.body = &env->body};
         dispatch(s, &res);
@@ -607,6 +826,10 @@ static void parse_error(struct pier_session *s, llhttp_errno_t err) {
         return;
     if (s->rq == NULL)
         s->rq = reqstate_get(s->env);
+    if (err == HPE_PAUSED_H2_UPGRADE) { /* the HTTP/2 connection preface */
+        fail(s, 505, "only HTTP/1.0 and HTTP/1.1 are supported", PIER_BAD_NOT_IMPLEMENTED);
+        return;
+    }
     char msg[160];
     const char *reason = llhttp_get_error_reason(&s->parser);
     snprintf(msg, sizeof msg, "malformed request: %s", reason ? reason : llhttp_errno_name(err));
@@ -616,7 +839,18 @@ static void parse_error(struct pier_session *s, llhttp_errno_t err) {
 int pier_session_feed(struct pier_session *s, const char *data, size_t len) {
     if (s->flags & PIER_S_CLOSE)
         return 1;
+    scan_at = data;
+    scan_end = data + len;
     llhttp_errno_t err = llhttp_execute(&s->parser, data, len);
+    if (err == HPE_OK && s->scan != SC_OFF && !(s->flags & PIER_S_CLOSE)) {
+        /* a head or a chunked body goes on in the next read: check what came so far */
+        const char *why = NULL;
+        int r = scan(s, scan_end, &why);
+        if (r != SCAN_MORE && !(r == SCAN_WAIT && scan_at == scan_end))
+            framing_error(s, why);
+        else
+            head_bytes_over(s);
+    }
     if (err == HPE_OK)
         return (s->flags & PIER_S_CLOSE) ? 1 : 0;
     if (err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE)

@@ -70,6 +70,7 @@ struct pier_session {
     struct pier_reqstate *rq;
     uint16_t flags;
     uint8_t phase;
+    uint8_t scan;       /* framing check state (src/session.c) */
     uint32_t nrequests; /* requests answered so far */
     struct pier_peer peer;
     uint8_t peer_text_len; /* peer_text formatted once, on the first access-log line */
