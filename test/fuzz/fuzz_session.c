@@ -7,10 +7,13 @@
  *
  * Input layout (so seeds stay readable text):
  *   byte 0  flags: bits 0-1 pick one of four configs (see setup), bit 2 ends the input with a
- *           timeout (408 path), bit 3 runs it while the server is draining
+ *           timeout (408 path), bit 3 runs it while the server is draining; bit 6 ('P'..'_')
+ *           marks a valid request stream: the replay driver (not libFuzzer, whose mutations
+ *           would break it) then also fails on any 4xx or 5xx answer
  *   byte 1  delivery: (byte & 63) bytes per read, 0 = everything in one read ('@' = 0x40)
  *   rest    what the client sends
- * A seed such as "0@GET /prod/health HTTP/1.1\r\n\r\n" is config 0, one read.
+ * A seed such as "0@GET /prod/health HTTP/1.1\r\n\r\n" is config 0, one read; "PA..." is a
+ * valid stream in config 0 sent one byte per read.
  *
  * Beyond the sanitizers, the harness checks what a client would see: output only ever starts
  * with a status line, a response that says "Connection: close" ends the connection, and
@@ -77,9 +80,22 @@ static int contains(const char *hay, size_t n, const char *needle) {
 }
 
 /* What one read produced, as a client would judge it. */
-static void check_output(const pier_buf_t *out, int closing) {
+static void check_output(const pier_buf_t *out, int closing, int must_succeed) {
     if (out->len == 0)
         return;
+#ifdef PIER_FUZZ_REPLAY
+    for (const char *p = out->data; must_succeed && p < out->data + out->len - 9; p++) {
+        p = memmem(p, (size_t)(out->data + out->len - p), "HTTP/1.1 ", 9);
+        if (p == NULL || p + 9 >= out->data + out->len)
+            break;
+        if (p[9] >= '4') {
+            fprintf(stderr, "fuzz_session: a valid request stream got %.12s\n", p);
+            abort();
+        }
+    }
+#else
+    (void)must_succeed;
+#endif
     if (out->len < 12 || memcmp(out->data, "HTTP/1.1 ", 9) != 0 || out->data[9] < '1' ||
         out->data[9] > '5') {
         fprintf(stderr, "fuzz_session: output does not start with a status line\n");
@@ -104,6 +120,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 2)
         return 0;
     unsigned flags = data[0];
+    int must_succeed = (flags & 0x40) != 0;
     size_t step = data[1] & 63;
     const char *in = (const char *)data + 2;
     size_t len = size - 2;
@@ -123,12 +140,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t off = 0; off < len && !closing; off += step) {
         size_t n = len - off < step ? len - off : step;
         closing = pier_session_feed(&s, in + off, n);
-        check_output(&env.out, closing);
+        check_output(&env.out, closing, must_succeed);
         pier_buf_reset(&env.out);
     }
     if (!closing && (flags & 4)) {
         /* conn.c closes after any timeout; the session only has to say what to send */
-        check_output(&env.out, pier_session_timeout(&s));
+        check_output(&env.out, pier_session_timeout(&s), 0);
         pier_buf_reset(&env.out);
     } else if (closing && pier_session_feed(&s, "GET / HTTP/1.1\r\n\r\n", 18) != 1) {
         fprintf(stderr, "fuzz_session: a closed session accepted more input\n");

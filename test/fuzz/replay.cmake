@@ -10,6 +10,7 @@ foreach(harness session config)
   add_executable(fuzz_${harness}_replay ${PIER_FUZZ_DIR}/fuzz_${harness}.c
     ${PIER_FUZZ_DIR}/replay.c ${PIER_FUZZ_DIR}/fuzz.h)
   target_compile_options(fuzz_${harness}_replay PRIVATE ${PIER_WARNINGS})
+  target_compile_definitions(fuzz_${harness}_replay PRIVATE PIER_FUZZ_REPLAY)
   target_link_libraries(fuzz_${harness}_replay PRIVATE pier_core)
   if(PIER_BUILD_TESTS)
     add_test(NAME fuzz.replay.${harness}
