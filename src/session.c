@@ -404,10 +404,15 @@ static int scan(struct pier_session *s, const char *end, const char **why) {
             }
             break;
         case SC_EXT:
-            if (c == '\r')
+            if (c == '\r') {
                 st = SC_SIZE_LF;
-            else if ((c < 0x20 && c != '\t') || c == 0x7f)
+            } else if ((c < 0x20 && c != '\t') || c == 0x7f) {
                 goto bad_byte;
+            } else if (s->rq && ++s->rq->trailer_bytes > (uint64_t)s->env->cfg->max_header_bytes) {
+                /* extensions are parsed and dropped: bound them like trailers */
+                *why = "chunk extensions exceed limits.max_header_bytes";
+                goto bad;
+            }
             break;
         case SC_DATA:
             if (c != '\r') {
