@@ -20,6 +20,11 @@ force=${PIER_BASE_FORCE:-0}
 
 say() { printf 'base-image: %s\n' "$*"; }
 
+apt_install() { # apt_install PKG...: install, refreshing the package lists once if needed
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+}
 # The first mirror URI serving "$suite" in the host's apt sources (deb822 *.sources or
 # one-line *.list).
 host_mirror() {
@@ -66,7 +71,7 @@ tarball=$cache/$suite-minbase-$arch-$key.tar
 if [[ $force == 1 || ! -s $tarball ]]; then
   if ! command -v debootstrap >/dev/null 2>&1; then
     say "installing debootstrap"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+    apt_install debootstrap
   fi
   mkdir -p "$cache"
   rootfs=$(mktemp -d "$cache/rootfs.XXXXXX")

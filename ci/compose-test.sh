@@ -31,7 +31,9 @@ check() { # check NAME CMD...: run CMD, count and print PASS/FAIL
     printf 'FAIL %s\n' "$name"
   fi
 }
-jq_ok() { jq -e "$1" "$2" >/dev/null 2>&1; }        # jq_ok FILTER FILE
+jq_ok() { jq -e "$1" "$2" >/dev/null 2>&1; }        # jq_ok FILTER FILE (one JSON value)
+# Log files hold many JSON values: jq 1.6's -e would judge only the last one, so the
+# searches below fold them into one answer with `jq -n 'any(inputs ...)'`.
 now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
 secs() { awk -v ms="$1" 'BEGIN { printf "%.2f", ms / 1000 }'; }
 port_free() { ! ss -Htln "sport = :$1" | grep -q .; }
@@ -45,12 +47,16 @@ free_port() {
 }
 dc() { "${compose[@]}" -p "$project" -f "$root/docker/compose.yaml" "$@"; }
 
+apt_install() { # apt_install PKG...: install, refreshing the package lists once if needed
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+}
 for tool in jq curl; do
-  command -v "$tool" >/dev/null 2>&1 ||
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$tool" >/dev/null
+  command -v "$tool" >/dev/null 2>&1 || apt_install "$tool"
 done
 if [[ ${compose[0]} == docker-compose ]] && ! command -v docker-compose >/dev/null 2>&1; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+  apt_install docker-compose
 fi
 
 export PIER_IMAGE=${1:-${IMAGE:-pier:latest}}
@@ -130,7 +136,7 @@ header() { sed -n -E "s/^$1: *([^[:space:]]*)[[:space:]]*\$/\\1/Ip" "$tmp/header
 logged() { # logged SERVICE JQ-FILTER ID: a JSON line of SERVICE's docker logs matches
   local _
   for _ in $(seq 1 20); do
-    if docker logs "${id[$1]}" 2>/dev/null | jq -R -e --arg id "$3" "fromjson? | select($2)" >/dev/null; then
+    if docker logs "${id[$1]}" 2>/dev/null | jq -n -R -e --arg id "$3" "any(inputs | fromjson?; $2)" >/dev/null; then
       return 0
     fi
     sleep 0.1

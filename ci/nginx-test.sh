@@ -36,10 +36,14 @@ free_port() {
   return 1
 }
 
-if ! command -v nginx >/dev/null 2>&1; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light >/dev/null \
-    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null
-fi
+apt_install() { # apt_install PKG...: install, refreshing the package lists once if needed
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+}
+command -v nginx >/dev/null 2>&1 || apt_install nginx-light
+command -v jq >/dev/null 2>&1 || apt_install jq
+command -v curl >/dev/null 2>&1 || apt_install curl
 
 tmp=$(mktemp -d)
 nginx_pid=""

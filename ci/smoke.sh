@@ -30,7 +30,9 @@ check() { # check NAME CMD...: run CMD, count and print PASS/FAIL
     printf 'FAIL %s\n' "$name"
   fi
 }
-jq_ok() { jq -e "$1" "$2" >/dev/null 2>&1; }        # jq_ok FILTER FILE
+jq_ok() { jq -e "$1" "$2" >/dev/null 2>&1; }        # jq_ok FILTER FILE (one JSON value)
+# Log files hold many JSON values: jq 1.6's -e would judge only the last one, so the
+# searches below fold them into one answer with `jq -n 'any(inputs ...)'`.
 now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
 secs() { awk -v ms="$1" 'BEGIN { printf "%.2f", ms / 1000 }'; }
 port_free() { ! ss -Htln "sport = :$1" | grep -q .; }
@@ -44,11 +46,16 @@ free_port() { # free_port [PREFERRED]
   return 1
 }
 
+apt_install() { # apt_install PKG...: install, refreshing the package lists once if needed
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+}
 for tool in nginx jq curl; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     pkg=$tool
     [[ $tool == nginx ]] && pkg=nginx-light
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
+    apt_install "$pkg"
   fi
 done
 if ! docker image inspect "$image" >/dev/null 2>&1; then
@@ -180,7 +187,7 @@ in_pier_log() { # in_pier_log ENV ID: pier logged an access line with this reque
   local _
   for _ in $(seq 1 20); do
     if docker logs "${id[$1]}" 2>/dev/null |
-      jq -R -e --arg id "$2" 'fromjson? | select(.msg == "request" and .request_id == $id)' >/dev/null; then
+      jq -n -R -e --arg id "$2" 'any(inputs | fromjson? | select(.msg == "request"); .request_id == $id)' >/dev/null; then
       return 0
     fi
     sleep 0.1
@@ -197,7 +204,7 @@ check "without a client id nginx makes one and pier echoes it ($generated)" \
   bash -c "[[ '$generated' =~ ^[0-9a-f]{32}\$ ]]"
 check "pier logged nginx's id" in_pier_log staging "$generated"
 check "nginx's JSON access log has the id and the upstream address" bash -c \
-  "jq -R -e --arg id '$generated' 'fromjson? | select(.request_id == \$id and .upstream == \"127.0.0.1:$staging_port\" and .status == 200)' '$tmp/nginx-access.log' >/dev/null"
+  "jq -n -R -e --arg id '$generated' 'any(inputs | fromjson?; .request_id == \$id and .upstream == \"127.0.0.1:$staging_port\" and .status == 200)' '$tmp/nginx-access.log' >/dev/null"
 
 # ------------------------------------------------------------------ graceful stop
 # nginx still holds idle keep-alive connections to both: pier must close them and exit.

@@ -16,11 +16,14 @@ if (( wait_s > 60 )); then wait_s=60; fi
 
 say() { printf 'start-dockerd: %s\n' "$*"; }
 
+apt_install() { # apt_install PKG...: install, refreshing the package lists once if needed
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+}
 if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
   say "installing docker.io"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends docker.io iptables >/dev/null
+  apt_install docker.io iptables
 fi
 
 if docker info >/dev/null 2>&1; then
