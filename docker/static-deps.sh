@@ -45,11 +45,12 @@ echo "static-deps: cJSON $(sed -n 's/^#define CJSON_VERSION_\(MAJOR\|MINOR\|PATC
 [ "$libc" = musl ] || exit 0
 
 # musl's include directory has no kernel headers; libuv needs <linux/...>.
-musl_inc=/usr/include/x86_64-linux-musl
+multiarch=$(gcc -print-multiarch)             # x86_64-linux-gnu, aarch64-linux-gnu, ...
+musl_inc=/usr/include/${multiarch%-gnu*}-musl${multiarch##*-gnu}
 for d in linux asm-generic; do
   [ -e "$musl_inc/$d" ] || ln -s "/usr/include/$d" "$musl_inc/$d"
 done
-[ -e "$musl_inc/asm" ] || ln -s /usr/include/x86_64-linux-gnu/asm "$musl_inc/asm"
+[ -e "$musl_inc/asm" ] || ln -s "/usr/include/$multiarch/asm" "$musl_inc/asm"
 
 prefix=/opt/musl
 mkdir -p "$prefix/lib/pkgconfig" "$prefix/include"
