@@ -75,7 +75,7 @@ trap cleanup EXIT
 echo "compose: project $project, image $PIER_IMAGE, nginx on :$PIER_NGINX_PORT"
 t0=$(now_ms)
 # up -d itself waits for prod and staging to be healthy before it starts nginx.
-if ! timeout 600 "${compose[@]}" -p "$project" -f "$root/docker/compose.yaml" up -d >"$tmp/up.log" 2>&1; then
+if ! timeout 300 "${compose[@]}" -p "$project" -f "$root/docker/compose.yaml" up -d >"$tmp/up.log" 2>&1; then
   cat "$tmp/up.log" >&2
 fi
 declare -A id healthy_ms
