@@ -36,10 +36,13 @@ free_port() {
   return 1
 }
 
-apt_install() { # apt_install PKG...: install, refreshing the package lists once if needed
+apt_install() { # apt_install PKG...: install (sudo when not root), updating the lists if needed
+  local as_root=()
+  ((EUID == 0)) || as_root=(sudo -n)
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+  "${as_root[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
+    { "${as_root[@]}" apt-get update -qq &&
+      "${as_root[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
 }
 command -v nginx >/dev/null 2>&1 || apt_install nginx-light
 command -v jq >/dev/null 2>&1 || apt_install jq
@@ -66,11 +69,16 @@ for env in prod staging; do
   sed -i -E "s/^server 127\\.0\\.0\\.1:[0-9]+/server 127.0.0.1:$dead/" "$tmp/conf/upstreams/$env.conf"
 done
 
+# nginx -t with its output in a file we own: as non-root, nginx cannot open /dev/stdout
+# when it is a pipe that belongs to another user.
+nginx_t() {
+  nginx -e stderr -q -t "$@" >"$tmp/nginx-t.log" 2>&1 || { cat "$tmp/nginx-t.log"; return 1; }
+}
 check "nginx -t accepts config/nginx/nginx.conf (shipped, unmodified)" \
-  nginx -q -t -p "$tmp/" -c "$root/config/nginx/nginx.conf"
-check "nginx -t accepts the test copy" nginx -q -t -p "$tmp/" -c "$tmp/conf/nginx.conf"
+  nginx_t -p "$tmp/" -c "$root/config/nginx/nginx.conf"
+check "nginx -t accepts the test copy" nginx_t -p "$tmp/" -c "$tmp/conf/nginx.conf"
 
-nginx -p "$tmp/" -c "$tmp/conf/nginx.conf" -g 'daemon off;' >"$tmp/access.log" 2>"$tmp/error.log" &
+nginx -e stderr -p "$tmp/" -c "$tmp/conf/nginx.conf" -g 'daemon off;' >"$tmp/access.log" 2>"$tmp/error.log" &
 nginx_pid=$!
 for _ in $(seq 1 50); do
   curl -s -o /dev/null "http://127.0.0.1:$port/" && break

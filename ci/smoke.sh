@@ -46,10 +46,13 @@ free_port() { # free_port [PREFERRED]
   return 1
 }
 
-apt_install() { # apt_install PKG...: install, refreshing the package lists once if needed
+apt_install() { # apt_install PKG...: install (sudo when not root), updating the lists if needed
+  local as_root=()
+  ((EUID == 0)) || as_root=(sudo -n)
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+  "${as_root[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
+    { "${as_root[@]}" apt-get update -qq &&
+      "${as_root[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
 }
 for tool in nginx jq curl; do
   if ! command -v "$tool" >/dev/null 2>&1; then
@@ -145,8 +148,13 @@ cp -r "$root/config/nginx" "$tmp/conf"
 sed -i -E "s/^( *listen ).*;/\\1127.0.0.1:$nginx_port;/" "$tmp/conf/pier.conf"
 sed -i -E "s/^server 127\\.0\\.0\\.1:[0-9]+/server 127.0.0.1:$prod_port/" "$tmp/conf/upstreams/prod.conf"
 sed -i -E "s/^server 127\\.0\\.0\\.1:[0-9]+/server 127.0.0.1:$staging_port/" "$tmp/conf/upstreams/staging.conf"
-check "nginx -t accepts config/nginx" nginx -q -t -p "$tmp/" -c "$tmp/conf/nginx.conf"
-nginx -p "$tmp/" -c "$tmp/conf/nginx.conf" -g 'daemon off;' >"$tmp/nginx-access.log" 2>"$tmp/nginx-error.log" &
+# nginx -t with its output in a file we own: as non-root, nginx cannot open /dev/stdout
+# when it is a pipe that belongs to another user.
+nginx_t() {
+  nginx -e stderr -q -t "$@" >"$tmp/nginx-t.log" 2>&1 || { cat "$tmp/nginx-t.log"; return 1; }
+}
+check "nginx -t accepts config/nginx" nginx_t -p "$tmp/" -c "$tmp/conf/nginx.conf"
+nginx -e stderr -p "$tmp/" -c "$tmp/conf/nginx.conf" -g 'daemon off;' >"$tmp/nginx-access.log" 2>"$tmp/nginx-error.log" &
 nginx_pid=$!
 url=http://127.0.0.1:$nginx_port
 for _ in $(seq 1 50); do

@@ -16,10 +16,13 @@ if (( wait_s > 60 )); then wait_s=60; fi
 
 say() { printf 'start-dockerd: %s\n' "$*"; }
 
-apt_install() { # apt_install PKG...: install, refreshing the package lists once if needed
+apt_install() { # apt_install PKG...: install (sudo when not root), updating the lists if needed
+  local as_root=()
+  ((EUID == 0)) || as_root=(sudo -n)
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+  "${as_root[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
+    { "${as_root[@]}" apt-get update -qq &&
+      "${as_root[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
 }
 if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
   say "installing docker.io"
