@@ -100,8 +100,9 @@ fi
 say "$action $env $tag: live slot ${old_slot:-none}${old_tag:+ ($old_tag)}, new slot $new_slot on 127.0.0.1:$new_port"
 
 # ------------------------------------------------------------------ failure path
-# Until nginx points at the new slot, any failure (or an interrupt) removes the new
-# container and records `failed`; nginx and the old slot are never touched on that path.
+# Until nginx is seen serving from the new slot, any failure (or an interrupt) puts the
+# previous upstream file back (and reloads nginx if it had been told to reload), removes
+# the new container and records `failed`. The old slot is never touched on that path.
 phase=init
 recorded=0
 fail_msg=""
@@ -117,14 +118,21 @@ on_exit() {
   local rc=$?
   trap - EXIT INT TERM
   [[ -n $upstream_new ]] && rm -f "$upstream_new"
-  if [[ $phase == switching && -n $upstream_prev ]]; then
-    # nginx was not reloaded onto the new file: put the old one back.
-    if [[ -s $upstream_prev ]]; then mv -f "$upstream_prev" "$upstream_file"; else rm -f "$upstream_file" "$upstream_prev"; fi
-    say "restored $upstream_file"
-  elif [[ -n $upstream_prev ]]; then
+  if [[ -n $upstream_prev ]]; then
+    if [[ $phase == switching || $phase == reloaded ]]; then
+      if [[ -s $upstream_prev ]]; then mv -f "$upstream_prev" "$upstream_file"; else rm -f "$upstream_file"; fi
+      say "restored the previous $upstream_file"
+      if [[ $phase == reloaded ]]; then
+        if nginx_run -s reload >/dev/null 2>&1; then
+          say "nginx reloaded with it"
+        else
+          say "WARNING: nginx -s reload with the restored file failed: check nginx now"
+        fi
+      fi
+    fi
     rm -f "$upstream_prev"
   fi
-  if ((rc != 0)) && [[ $phase == starting || $phase == switching ]]; then
+  if ((rc != 0)) && [[ $phase == starting || $phase == switching || $phase == reloaded ]]; then
     docker rm -f "$new_name" >/dev/null 2>&1 && say "removed $new_name; ${old_slot:-nothing} keeps serving${old_tag:+ $old_tag}"
   fi
   if ((rc != 0 && recorded == 0)); then
@@ -261,33 +269,42 @@ if ! out=$(nginx_run -s reload 2>&1); then
   printf '%s\n' "$out" | sed 's/^/  nginx -s reload| /' >&2
   fail "nginx -s reload failed (the previous $upstream_file is restored)"
 fi
-phase=switched
-rm -f "$upstream_prev"
-upstream_prev=""
-say "nginx: $env -> $new_slot (127.0.0.1:$new_port), reloaded"
+phase=reloaded
 
-# Old workers finish the requests they hold (some on the old slot), then exit; only then
-# is the old slot told to stop. Without a readable pid file, wait a fixed 2 s instead.
+# `nginx -s reload` only signals the master. The switch has happened when new workers run
+# (the master accepted the configuration); the old workers finish the requests they hold
+# (some on the old slot), then exit, and only then is the old slot told to stop. No new
+# workers within NGINX_SETTLE_TIMEOUT: the master kept its old configuration (see its error
+# log), so the deploy fails and the old file is put back. Without a readable pid file,
+# a fixed 2 s wait stands in (the old slot's grace period covers what it cannot see).
 t_settle=$(now_ms)
 if [[ -n ${old_workers// /} ]]; then
   deadline=$((SECONDS + settle_timeout))
   while :; do
-    alive=0
+    alive=0 fresh=0
     for p in $old_workers; do
       [[ -d /proc/$p ]] && alive=1
     done
-    ((alive == 0)) && break
+    for p in $(nginx_workers); do
+      [[ " $old_workers " == *" $p "* ]] || fresh=1
+    done
+    ((fresh == 1 && alive == 0)) && break
     if ((SECONDS >= deadline)); then
+      ((fresh == 1)) || fail "nginx started no new workers within ${settle_timeout}s of the reload: it kept its old configuration (see nginx's error log)"
       say "WARNING: old nginx workers still running after ${settle_timeout}s; the old slot's grace and drain cover them"
       break
     fi
     sleep 0.1
   done
-  ((alive == 0)) && say "old nginx workers exited after $(secs_since "$t_settle") s"
+  ((alive == 0)) && say "nginx: new workers run, old workers exited after $(secs_since "$t_settle") s"
 else
   say "no nginx pid file at $nginx_pid_file: waiting 2 s for the reload"
   sleep 2
 fi
+phase=switched
+rm -f "$upstream_prev"
+upstream_prev=""
+say "nginx: $env -> $new_slot (127.0.0.1:$new_port)"
 unlock nginx
 
 # ------------------------------------------------------------------ 5. the old slot

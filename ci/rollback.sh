@@ -8,7 +8,8 @@
 #     TAG  the image tag to go back to; default: the newest successful release of ENV
 #          other than the current one (the current one is the newest successful release)
 #
-# Takes the same environment variables as ci/deploy.sh (PIER_DEPLOY_DIR, PIER_IMAGE, ...).
+# Takes the same environment variables as ci/deploy.sh (PIER_DEPLOY_DIR, ...); without
+# PIER_IMAGE, the image repository TAG was deployed from (the history says) is used.
 # Exit status: ci/deploy.sh's; 1 when the history has no earlier release; 2 bad usage.
 set -euo pipefail
 
@@ -33,5 +34,15 @@ if [[ -z $tag ]]; then
 else
   valid_tag "$tag" || die 2 "TAG '$tag' is not an image tag"
   say "$env: rolling back to $tag"
+fi
+# Run by hand on the VM, PIER_IMAGE is usually not set: use the repository that TAG was
+# deployed from, as the history says.
+if [[ -z ${PIER_IMAGE:-} ]]; then
+  img=$(awk -F '\t' -v e="$env" -v t="$tag" '$2 == e && $4 == t && $5 == "success" { i = $8 } END { print i }' \
+    "$history_file" 2>/dev/null || true)
+  if [[ -n $img ]]; then
+    export PIER_IMAGE=${img%:*}
+    say "image repository from the history: $PIER_IMAGE"
+  fi
 fi
 PIER_DEPLOY_ACTION=rollback exec "$root/ci/deploy.sh" "$env" "$tag"
