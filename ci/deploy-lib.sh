@@ -150,10 +150,15 @@ nginx_run() {
 }
 
 # nginx_workers: the PIDs of the nginx master's children (its workers), one per line.
+# Read from /proc (field 4 of /proc/PID/stat is the parent), so procps is not needed.
 nginx_workers() {
-  local master
+  local master p stat ppid
   [[ -r $nginx_pid_file ]] || return 0
   master=$(tr -dc 0-9 <"$nginx_pid_file")
   [[ -n $master ]] || return 0
-  ps -o pid= --ppid "$master" 2>/dev/null | tr -d ' ' || true
+  for p in /proc/[0-9]*; do
+    { read -r stat <"$p/stat"; } 2>/dev/null || continue
+    read -r _ ppid _ <<<"${stat##*) }"
+    if [[ $ppid == "$master" ]]; then echo "${p#/proc/}"; fi
+  done
 }
