@@ -117,6 +117,7 @@ script=$(
   printf '{\nset -euo pipefail\n'
   printf 'cd %q\n' "$remote_src"
   [[ -n $image ]] && printf 'export PIER_IMAGE=%q\n' "$image"
+  printf 'export PIER_DEPLOY_DIR=%q\n' "$dir"
   if [[ -n ${REGISTRY_TOKEN:-} ]]; then
     # shellcheck disable=SC2016 # expanded on the VM
     printf 'export DOCKER_CONFIG="$(mktemp -d)"\n'
