@@ -44,14 +44,22 @@ static void put(struct pier_logline *l, const char *s, size_t n) {
     l->len += n;
 }
 
+/* 1 for the bytes a JSON string cannot hold as they are: controls, '"', '\\', and (so the
+ * output stays ASCII whatever the input) DEL and everything above it. */
+static const unsigned char needs_escape[256] = {
+    [0 ... 0x1f] = 1,
+    ['"'] = 1,
+    ['\\'] = 1,
+    [0x7f ... 0xff] = 1,
+};
+
 static void put_escaped(struct pier_logline *l, const char *s, size_t n) {
     static const char hex[] = "0123456789abcdef";
     size_t i = 0;
     while (i < n) {
         /* copy the run of bytes that need no escape with one put(): usually the whole value */
         size_t run = i;
-        while (run < n && (unsigned char)s[run] >= 0x20 && (unsigned char)s[run] < 0x7f &&
-               s[run] != '"' && s[run] != '\\')
+        while (run < n && !needs_escape[(unsigned char)s[run]])
             run++;
         if (run > i)
             put(l, s + i, run - i);
