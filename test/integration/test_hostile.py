@@ -18,7 +18,11 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import BASE_CONFIG, Pier, parse_responses  # noqa: E402
+from harness import BASE_CONFIG, PIER_BIN, Pier, parse_responses  # noqa: E402
+
+# Under AddressSanitizer RSS means little (quarantine, shadow memory) and pier runs ~10x
+# slower: the memory bound is then reported, not asserted, over fewer rounds.
+SANITIZED = os.path.exists(PIER_BIN) and b"__asan_init" in open(PIER_BIN, "rb").read()
 
 MAX_BODY = 1024
 CONFIG = BASE_CONFIG + """limits:
@@ -26,7 +30,7 @@ CONFIG = BASE_CONFIG + """limits:
   max_header_bytes: 16384
 """ % MAX_BODY
 
-ROUNDS = 50  # extra passes over the table for the memory check
+ROUNDS = 3 if SANITIZED else 50  # extra passes over the table for the memory check
 RSS_GROWTH_LIMIT_KIB = 1024  # stated bound: < 1 MiB after ROUNDS * len(CASES) hostile connections
 
 CLOSE = "close"  # expected: pier closes without answering (nothing to answer yet)
@@ -300,7 +304,8 @@ class HostileTest(unittest.TestCase):
         print("\nhostile: %d connections in %.1f s; RSS %d KiB -> %d KiB (growth %+d KiB, bound %d KiB)"
               % (ROUNDS * len(CASES), time.time() - t0, before, after, growth, RSS_GROWTH_LIMIT_KIB),
               file=sys.stderr)
-        self.assertLessEqual(growth, RSS_GROWTH_LIMIT_KIB)
+        if not SANITIZED:
+            self.assertLessEqual(growth, RSS_GROWTH_LIMIT_KIB)
 
 
 if __name__ == "__main__":
