@@ -1,0 +1,135 @@
+"""Slowloris: many clients dripping headers must not starve a normal client.
+
+SLOW_CONNECTIONS clients each send one byte of a request head every DRIP_S seconds and never
+finish it. Meanwhile a normal client asks for /health every PROBE_EVERY_S on a new
+connection. Checked:
+  * every /health answers 200 in under 100 ms (the median and the maximum are printed);
+  * every slow connection is answered 408 and closed at timeouts.header_ms (the shipped
+    default, 10 s) after it connected, give or take the 100 ms timeout tick;
+  * pier's resident memory stays bounded.
+Takes about 13 s. Labelled `slow` (test/CMakeLists.txt).
+
+Run:  python3 test/integration/test_slowloris.py -v      (PIER_BIN picks the binary)
+"""
+import os
+import selectors
+import socket
+import statistics
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import BASE_CONFIG, PIER_BIN, Pier  # noqa: E402
+
+SANITIZED = os.path.exists(PIER_BIN) and b"__asan_init" in open(PIER_BIN, "rb").read()
+
+SLOW_CONNECTIONS = 200
+DRIP_S = 0.5
+HEADER_MS = 10000  # the default; written out so the test says what it relies on
+PROBE_EVERY_S = 0.1
+LATENCY_LIMIT_S = 0.100
+TICK_S = 0.1
+SLACK_S = 0.5
+CONFIG = BASE_CONFIG + "timeouts:\n  header_ms: %d\n" % HEADER_MS
+
+HEAD = b"GET /prod/health HTTP/1.1\r\nHost: slow\r\nUser-Agent: slowloris\r\nX-Slow: " + b"s" * 200
+
+
+def health_once(port):
+    """One GET /health on a fresh connection; returns (status, seconds)."""
+    t0 = time.perf_counter()
+    s = socket.create_connection(("127.0.0.1", port), timeout=2)
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(b"GET /prod/health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        took = time.perf_counter() - t0
+    finally:
+        s.close()
+    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
+    return status, took
+
+
+class SlowlorisTest(unittest.TestCase):
+    def test_slowloris(self):
+        with Pier(CONFIG) as p:
+            rss0 = p.rss_kib()
+            sel = selectors.DefaultSelector()
+            slow = {}  # socket -> {"t0", "sent", "closed_at", "got"}
+            for _ in range(SLOW_CONNECTIONS):
+                s = socket.create_connection(("127.0.0.1", p.port), timeout=2)
+                s.setblocking(False)
+                slow[s] = {"t0": time.time(), "sent": 0, "closed_at": None, "got": b""}
+                sel.register(s, selectors.EVENT_READ)
+            latencies, statuses = [], []
+            start = time.time()
+            next_drip = start
+            next_probe = start
+            deadline = start + HEADER_MS / 1000 + 3
+            peak_rss = rss0
+            while time.time() < deadline and any(v["closed_at"] is None for v in slow.values()):
+                now = time.time()
+                if now >= next_drip:
+                    for s, v in slow.items():
+                        if v["closed_at"] is None and v["sent"] < len(HEAD):
+                            try:
+                                s.send(HEAD[v["sent"]:v["sent"] + 1])
+                                v["sent"] += 1
+                            except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                                pass
+                    next_drip += DRIP_S
+                if now >= next_probe:
+                    status, took = health_once(p.port)
+                    statuses.append(status)
+                    latencies.append(took)
+                    next_probe += PROBE_EVERY_S
+                    peak_rss = max(peak_rss, p.rss_kib())
+                for key, _ in sel.select(timeout=0.02):
+                    s, v = key.fileobj, slow[key.fileobj]
+                    try:
+                        chunk = s.recv(65536)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except ConnectionResetError:
+                        chunk = b""
+                    if chunk:
+                        v["got"] += chunk
+                    else:
+                        v["closed_at"] = time.time()
+                        sel.unregister(s)
+            for s in slow:
+                s.close()
+            sel.close()
+            final = p.get("/prod/health").status
+
+        lat_ms = sorted(x * 1000 for x in latencies)
+        lifetimes = [v["closed_at"] - v["t0"] for v in slow.values() if v["closed_at"]]
+        print("\nslowloris: %d connections dripping 1 byte / %.1f s; /health x%d: median %.1f ms, "
+              "p99 %.1f ms, max %.1f ms; slow connections closed after %.2f..%.2f s "
+              "(header_ms %d); RSS %d KiB -> peak %d KiB"
+              % (SLOW_CONNECTIONS, DRIP_S, len(lat_ms), statistics.median(lat_ms),
+                 lat_ms[int(len(lat_ms) * 0.99) - 1], lat_ms[-1], min(lifetimes), max(lifetimes),
+                 HEADER_MS, rss0, peak_rss), file=sys.stderr)
+
+        self.assertEqual(final, 200)
+        self.assertTrue(all(st == 200 for st in statuses), statuses)
+        self.assertGreaterEqual(len(latencies), 50)
+        if not SANITIZED:
+            self.assertLess(max(latencies), LATENCY_LIMIT_S)
+        self.assertEqual(len(lifetimes), SLOW_CONNECTIONS, "some slow connections were never closed")
+        for v in slow.values():
+            self.assertTrue(v["got"].startswith(b"HTTP/1.1 408 "), v["got"][:80])
+        self.assertGreaterEqual(min(lifetimes), HEADER_MS / 1000 - 0.05)
+        self.assertLess(max(lifetimes), HEADER_MS / 1000 + TICK_S + SLACK_S)
+        if not SANITIZED:
+            self.assertLess(peak_rss - rss0, 4096)
+
+
+if __name__ == "__main__":
+    unittest.main()
