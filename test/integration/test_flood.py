@@ -23,7 +23,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import BASE_CONFIG, PIER_BIN, Pier  # noqa: E402
 
-SANITIZED = os.path.exists(PIER_BIN) and b"__asan_init" in open(PIER_BIN, "rb").read()
+SANITIZED = os.environ.get("PIER_TEST_INSTRUMENTED") == "1" or (
+    os.path.exists(PIER_BIN) and b"__asan_init" in open(PIER_BIN, "rb").read())
 
 IDLE_CONNECTIONS = 10000
 BATCH = 250
