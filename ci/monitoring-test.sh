@@ -9,9 +9,17 @@
 # yamllint and PyYAML are installed with apt-get when missing.
 #
 # The mutation checks prove that alerts_test.yml can fail: for every alert,
-# a copy of alerts.yml is made where that alert never fires, and one where it
-# fires whenever its real expression is false; the unit tests must reject
-# both, i.e. every alert has a tested firing case and a tested silent case.
+# a copy of alerts.yml is made where that alert never fires, one where it
+# fires whenever its real expression is false, and one where it is computed
+# per slot (target) instead of per environment; the unit tests must reject
+# all three, i.e. every alert has a tested firing case and a tested silent
+# case, and is pinned to the environment, not to one blue/green slot.
+#
+# The scrape config is also checked against the blue/green deploy: one
+# target per environment and slot, on the slot's port from ci/deploy-lib.sh
+# (slot_port, the VM's defaults), with env, slot and the metrics path under
+# the environment's prefix (config/ENV.yaml); and every environment has its
+# absent() term in PierDown.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -144,6 +152,76 @@ PY
 }
 check "every alert has severity, annotations and a runbook section" runbook_check
 
+# The deploy's slots, "ENV SLOT PORT PREFIX" per line, from the deploy's own
+# code with the VM's defaults (not this shell's PIER_*_PORTS, if any).
+# shellcheck disable=SC2016 # the inner script expands its own variables
+deploy_slots() {
+	env -u PIER_PROD_PORTS -u PIER_STAGING_PORTS bash -c '
+		set -eu
+		. ci/deploy-lib.sh
+		for e in prod staging; do
+			prefix=$(cfg_get "config/$e.yaml" prefix)
+			for s in blue green; do
+				echo "$e $s $(slot_port "$e" "$s") ${prefix:-/$e}"
+			done
+		done'
+}
+
+slots_check() {
+	local slots
+	slots=$(deploy_slots) || return 1
+	"$py" - "$prom_dir/prometheus.yml" "$prom_dir/alerts.yml" "$slots" <<'PY'
+import re
+import sys
+
+import yaml
+
+config_path, rules_path, slots = sys.argv[1:4]
+want = {}
+for line in slots.splitlines():
+    env, slot, port, prefix = line.split()
+    want[(env, slot)] = (f"127.0.0.1:{port}", f"{prefix}/metrics")
+
+errors = []
+config = yaml.safe_load(open(config_path))
+jobs = [j for j in config.get("scrape_configs", []) if j.get("job_name") == "pier"]
+if len(jobs) != 1:
+    errors.append(f"expected one scrape job 'pier', found {len(jobs)}")
+got = {}
+for job in jobs:
+    for group in job.get("static_configs", []):
+        labels = group.get("labels", {})
+        key = (labels.get("env"), labels.get("slot"))
+        path = labels.get("__metrics_path__", job.get("metrics_path", "/metrics"))
+        for target in group.get("targets", []):
+            if key in got:
+                errors.append(f"env={key[0]} slot={key[1]}: more than one target")
+            got[key] = (target, path)
+for key in sorted(set(want) | set(got), key=str):
+    if key not in got:
+        errors.append(f"env={key[0]} slot={key[1]}: no target (want {want[key][0]} {want[key][1]})")
+    elif key not in want:
+        errors.append(f"target {got[key][0]} has env={key[0]} slot={key[1]}: not a deploy slot")
+    elif got[key] != want[key]:
+        errors.append(f"env={key[0]} slot={key[1]}: {got[key][0]} {got[key][1]}, "
+                      f"the deploy uses {want[key][0]} {want[key][1]}")
+
+rules = [r for g in yaml.safe_load(open(rules_path))["groups"] for r in g["rules"]]
+down = [r for r in rules if r.get("alert") == "PierDown"]
+absent = set()
+for r in down:
+    absent |= set(re.findall(r'absent\(\s*up\{[^}]*env="([^"]+)"', r["expr"]))
+for env in sorted({env for env, _ in want}):
+    if env not in absent:
+        errors.append(f"PierDown has no absent(up{{... env=\"{env}\"}}) term")
+for e in errors:
+    print(e)
+print(f"{len(got)} scrape targets checked against {len(want)} deploy slots")
+sys.exit(1 if errors else 0)
+PY
+}
+check "scrape targets are the blue/green deploy's slots" slots_check
+
 # Mutants: one directory per (alert, mutation) with a mutated alerts.yml
 # next to a copy of alerts_test.yml.
 mutant_root=$(mktemp -d)
@@ -165,6 +243,9 @@ mutations = {
     # The alert also fires (without labels) whenever its real expression is
     # empty: every silent case must fail.
     "always-fires": lambda expr: f"({expr.strip()}) or on() vector(1)",
+    # The alert is computed per slot (target) instead of per environment:
+    # its labels, and across a deploy its `for` timer and ratios, change.
+    "per-slot": lambda expr: expr.replace("by (job, env", "by (job, env, slot, instance"),
 }
 for gi, group in enumerate(original["groups"]):
     for ri, rule in enumerate(group["rules"]):
@@ -173,7 +254,13 @@ for gi, group in enumerate(original["groups"]):
         for kind, mutate in mutations.items():
             doc = copy.deepcopy(original)
             target = doc["groups"][gi]["rules"][ri]
-            target["expr"] = mutate(target["expr"])
+            mutated = mutate(target["expr"])
+            if mutated == target["expr"]:
+                # Every alert aggregates "by (job, env ...)"; one that does
+                # not is reported, not silently left unmutated.
+                sys.exit(f"{rule['alert']}: mutation {kind} does not apply "
+                         "(no 'by (job, env' in its expression)")
+            target["expr"] = mutated
             out = os.path.join(root, f"{rule['alert']}-{kind}")
             os.mkdir(out)
             with open(os.path.join(out, "alerts.yml"), "w") as f:

@@ -6,17 +6,27 @@ What a monitoring user would see is checked end to end:
     requests it served;
   * Prometheus, configured from the shipped config/prometheus/prometheus.yml
     (only the target ports, the intervals and the rule file path changed),
-    scrapes a prod and a staging pier: both up, with job/env labels, the
-    per-environment metrics path, and request counters above zero;
+    scrapes the four blue/green slots (prod blue/green, staging blue/green)
+    with pier running in the blue slots only, as after a first deploy: the
+    blue targets up and the idle green ones down, with job/env/slot labels,
+    the per-environment metrics path, and request counters above zero;
   * the shipped alerts.yml loads, every rule evaluates without error on real
-    pier series, nothing fires while all is well, a rejected SIGHUP reload
-    fires PierConfigReloadFailed, and a stopped pier makes PierDown pending.
+    pier series, and nothing fires while all is well, even though the idle
+    slots are down; a rejected SIGHUP reload fires PierConfigReloadFailed
+    for the environment, and stopping staging's only running slot makes
+    PierDown pending for staging;
+  * a deploy (prod started in the green slot, then blue stopped) makes
+    neither PierDown nor PierRestarted active, while a process replaced in
+    place in the same slot fires PierRestarted for prod.
 
-pier is started on 127.0.0.1 port 0 with a temporary YAML config; its port is
-read from the JSON "listening" log line. Prometheus (/usr/bin/prometheus,
-Debian package "prometheus") listens on a free loopback port with its TSDB
-in a temporary directory. Every wait is bounded; both processes are stopped
-by PID (SIGTERM, then SIGKILL after a timeout) in tearDown.
+pier is started on 127.0.0.1 with a temporary YAML config, on port 0 (the
+port is read from the JSON "listening" log line) or, for a slot that must be
+known before Prometheus starts, on a port that was free a moment before. An
+idle slot is such a port with nothing listening. Prometheus
+(/usr/bin/prometheus, Debian package "prometheus") listens on a free loopback
+port with its TSDB in a temporary directory. Every wait is bounded; every
+process is stopped by PID (SIGTERM, then SIGKILL after a timeout), at the
+latest in tearDown.
 
 Run:  python3 test/integration/test_prometheus.py -v
   or  python3 -m unittest discover -v -s test/integration -p 'test_prometheus.py'
@@ -52,6 +62,15 @@ PROM_CONFIG_DIR = os.path.join(REPO, "config", "prometheus")
 START_TIMEOUT_S = 10  # pier's "listening" line, Prometheus' /-/ready
 SCRAPE_TIMEOUT_S = 30  # targets up, rules evaluated, alerts changing state
 STOP_TIMEOUT_S = 10  # SIGTERM -> exit, before SIGKILL
+
+# The targets of the shipped prometheus.yml: (env, slot) -> host:port.
+SLOTS = {
+    ("prod", "blue"): "127.0.0.1:8000",
+    ("prod", "green"): "127.0.0.1:8010",
+    ("staging", "blue"): "127.0.0.1:8001",
+    ("staging", "green"): "127.0.0.1:8011",
+}
+PREFIX = {"prod": "/prod", "staging": "/staging"}
 
 
 def free_port():
@@ -190,6 +209,7 @@ class PrometheusScrapesPier(unittest.TestCase):
         )
         self.tmp = tempfile.mkdtemp(prefix="pier-prometheus-test-")
         self.processes = []
+        self.pier_starts = 0
 
     def tearDown(self):
         # Prometheus first (it holds connections to pier), then the piers.
@@ -199,12 +219,12 @@ class PrometheusScrapesPier(unittest.TestCase):
 
     # ------------------------------------------------------------ helpers
 
-    def pier_config_text(self, environment, prefix):
+    def pier_config_text(self, environment, prefix, port=0):
         return (
             f"environment: {environment}\n"
             "listen:\n"
             "  host: 127.0.0.1\n"
-            "  port: 0\n"
+            f"  port: {port}\n"
             f"prefix: {prefix}\n"
             "log:\n"
             "  level: info\n"
@@ -216,15 +236,17 @@ class PrometheusScrapesPier(unittest.TestCase):
             "  drain_ms: 1000\n"
         )
 
-    def start_pier(self, environment, prefix):
-        """Start pier with a temporary config; returns (process, port,
-        config path)."""
-        config = os.path.join(self.tmp, f"pier-{environment}.yaml")
+    def start_pier(self, environment, prefix, port=0, slot="blue"):
+        """Start pier with a temporary config, on `port` (0: any); returns
+        (process, port, config path)."""
+        self.pier_starts += 1
+        name = f"pier-{environment}-{slot}-{self.pier_starts}"
+        config = os.path.join(self.tmp, f"{name}.yaml")
         with open(config, "w", encoding="utf-8") as f:
-            f.write(self.pier_config_text(environment, prefix))
+            f.write(self.pier_config_text(environment, prefix, port))
         # The environment outranks the config file: keep PIER_* out of it.
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIER_")}
-        process = Process(f"pier-{environment}", [PIER_BIN, "--config", config], env=env)
+        process = Process(name, [PIER_BIN, "--config", config], env=env)
         self.processes.append(process)
 
         def listening(line):
@@ -243,11 +265,13 @@ class PrometheusScrapesPier(unittest.TestCase):
             f"{START_TIMEOUT_S}s (exit code {process.proc.poll()}); output:\n"
             + process.output(),
         )
-        port = record.get("port")
-        self.assertIsInstance(port, int, f"'port' in the listening line: {record}")
-        self.assertGreater(port, 0, f"ephemeral port not reported: {record}")
+        listen_port = record.get("port")
+        self.assertIsInstance(listen_port, int, f"'port' in the listening line: {record}")
+        self.assertGreater(listen_port, 0, f"ephemeral port not reported: {record}")
+        if port:
+            self.assertEqual(listen_port, port, f"listening line: {record}")
         self.assertEqual(record.get("prefix"), prefix, f"listening line: {record}")
-        return process, port, config
+        return process, listen_port, config
 
     def send_traffic(self, port, prefix, health_requests):
         """Requests a user would send; returns nothing, asserts the statuses."""
@@ -368,32 +392,48 @@ class PrometheusScrapesPier(unittest.TestCase):
             (a["labels"], a["annotations"], a["state"]) for a in self.api("alerts")["alerts"]
         ]
 
-    def start_both(self):
-        prod, prod_port, prod_config = self.start_pier("prod", "/prod")
-        staging, staging_port, _ = self.start_pier("staging", "/staging")
-        self.send_traffic(prod_port, "/prod", health_requests=3)
-        self.send_traffic(staging_port, "/staging", health_requests=2)
-        self.start_prometheus({"127.0.0.1:8000": prod_port, "127.0.0.1:8001": staging_port})
-        return prod, prod_port, prod_config, staging, staging_port
+    def start_blue_slots(self):
+        """pier prod and staging in their blue slots (any free port), their
+        green slots idle (a port nobody listens on), a little traffic, and
+        Prometheus scraping all four slots. Returns ({(env, slot): port},
+        {env: (blue process, its config path)})."""
+        ports, piers = {}, {}
+        for env in ("prod", "staging"):
+            process, port, config = self.start_pier(env, PREFIX[env])
+            ports[(env, "blue")] = port
+            piers[env] = (process, config)
+        for env in ("prod", "staging"):
+            port = free_port()
+            while port in ports.values():
+                port = free_port()
+            ports[(env, "green")] = port
+        self.send_traffic(ports[("prod", "blue")], "/prod", health_requests=3)
+        self.send_traffic(ports[("staging", "blue")], "/staging", health_requests=2)
+        self.start_prometheus({SLOTS[slot]: ports[slot] for slot in SLOTS})
+        return ports, piers
 
-    def wait_both_up(self, prod_port, staging_port):
-        want = {
-            ("prod", f"127.0.0.1:{prod_port}"),
-            ("staging", f"127.0.0.1:{staging_port}"),
+    def up_by_slot(self):
+        """{(env, slot): (instance, up)} from Prometheus."""
+        return {
+            (m.get("env"), m.get("slot")): (m.get("instance"), v)
+            for m, v in self.query('up{job="pier"}')
         }
 
-        def probe():
-            return {
-                (m.get("env"), m.get("instance")): v
-                for m, v in self.query('up{job="pier"}')
-            }
+    def wait_slots(self, ports, running, what):
+        """Wait until Prometheus has exactly the four slot targets, at the
+        test's ports, up exactly for the (env, slot) pairs in `running`."""
+        want = {
+            slot: (f"127.0.0.1:{ports[slot]}", 1.0 if slot in running else 0.0)
+            for slot in SLOTS
+        }
+        return self.wait_until(what, self.up_by_slot, SCRAPE_TIMEOUT_S, ok=lambda up: up == want)
 
-        def both_up(up):
-            return set(up) == want and all(v == 1 for v in up.values())
-
-        return self.wait_until(
-            "both pier targets are up", probe, SCRAPE_TIMEOUT_S, ok=both_up
-        )
+    def alerts_named(self, *names, state=None):
+        return [
+            (labels, annotations, st)
+            for labels, annotations, st in self.active_alerts()
+            if labels.get("alertname") in names and (state is None or st == state)
+        ]
 
     # -------------------------------------------------------------- tests
 
@@ -463,17 +503,29 @@ class PrometheusScrapesPier(unittest.TestCase):
             abs(time.time() - start), 600, "process_start_time_seconds is a Unix time of about now"
         )
 
-    def test_prometheus_scrapes_both_environments_and_rules_evaluate(self):
-        _, prod_port, _, _, staging_port = self.start_both()
-        self.wait_both_up(prod_port, staging_port)
+    def test_prometheus_scrapes_the_slots_and_rules_evaluate(self):
+        ports, _ = self.start_blue_slots()
+        self.wait_slots(
+            ports,
+            {("prod", "blue"), ("staging", "blue")},
+            "the blue slots are up and the idle green slots down",
+        )
 
-        # Request counters reached Prometheus, with the env label, from the
-        # right metrics path of each environment.
+        # Each environment is up as a whole (what PierDown looks at).
+        self.assertEqual(
+            {m.get("env"): v for m, v in self.query('max by (env) (up{job="pier"})')},
+            {"prod": 1.0, "staging": 1.0},
+        )
+
+        # Request counters reached Prometheus, with the env and slot labels,
+        # from the right metrics path of each environment.
         totals = {
-            m.get("env"): v
-            for m, v in self.query('sum by (env) (pier_http_requests_total{job="pier"}) > 0')
+            (m.get("env"), m.get("slot")): v
+            for m, v in self.query(
+                'sum by (env, slot) (pier_http_requests_total{job="pier"}) > 0'
+            )
         }
-        self.assertEqual(set(totals), {"prod", "staging"}, totals)
+        self.assertEqual(set(totals), {("prod", "blue"), ("staging", "blue")}, totals)
         health = {
             m.get("env"): v
             for m, v in self.query(
@@ -483,10 +535,11 @@ class PrometheusScrapesPier(unittest.TestCase):
         self.assertEqual(health, {"prod": 3.0, "staging": 2.0})
 
         # Let a few scrapes and evaluations accumulate, so range functions
-        # (changes, increase, rate) in the rules have something to chew on.
+        # (changes, increase, rate, subqueries) in the rules have something
+        # to chew on, and the green slots have been down for several scrapes.
         self.wait_until(
-            "5 scrapes of each target are stored",
-            lambda: len(self.query('count_over_time(up{job="pier"}[1m]) >= 5')) == 2,
+            "5 scrapes of each of the 4 targets are stored",
+            lambda: len(self.query('count_over_time(up{job="pier"}[1m]) >= 5')) == 4,
             SCRAPE_TIMEOUT_S,
         )
 
@@ -511,13 +564,22 @@ class PrometheusScrapesPier(unittest.TestCase):
         for rule in rules:
             self.assertEqual(rule["health"], "ok", f"{rule['name']}: {rule.get('lastError')}")
 
-        # All is well: nothing pending or firing (a start time that jitters
-        # between scrapes would fire PierRestarted here).
+        # All is well: nothing pending or firing. The idle green slots have
+        # been down for 5+ evaluations (per target, PierDown would be pending
+        # for both), and a start time that jitters between scrapes would
+        # fire PierRestarted here.
         self.assertEqual(self.active_alerts(), [])
 
     def test_alerts_fire_on_a_real_pier(self):
-        prod, prod_port, prod_config, staging, staging_port = self.start_both()
-        self.wait_both_up(prod_port, staging_port)
+        ports, piers = self.start_blue_slots()
+        prod, prod_config = piers["prod"]
+        staging, _ = piers["staging"]
+        prod_port = ports[("prod", "blue")]
+        self.wait_slots(
+            ports,
+            {("prod", "blue"), ("staging", "blue")},
+            "the blue slots are up and the idle green slots down",
+        )
 
         # A broken config file + SIGHUP: pier keeps serving with the old
         # config and counts the failure; the alert fires at once (no `for`).
@@ -533,45 +595,115 @@ class PrometheusScrapesPier(unittest.TestCase):
         status, _, body = http_request(prod_port, "GET", "/prod/health")
         self.assertEqual(status, 200, f"pier stopped serving after a bad reload: {body!r}")
 
-        def reload_alert():
-            return [
-                (labels, annotations)
-                for labels, annotations, state in self.active_alerts()
-                if labels.get("alertname") == "PierConfigReloadFailed" and state == "firing"
-            ]
-
-        firing = self.wait_until("PierConfigReloadFailed fires", reload_alert, SCRAPE_TIMEOUT_S)
+        firing = self.wait_until(
+            "PierConfigReloadFailed fires",
+            lambda: self.alerts_named("PierConfigReloadFailed", state="firing"),
+            SCRAPE_TIMEOUT_S,
+        )
         self.assertEqual(len(firing), 1, firing)
-        labels, annotations = firing[0]
+        labels, annotations, _ = firing[0]
         self.assertEqual(labels.get("env"), "prod", labels)
-        self.assertEqual(labels.get("instance"), f"127.0.0.1:{prod_port}", labels)
         self.assertEqual(labels.get("severity"), "warning", labels)
+        # An environment's alert, not a slot's.
+        self.assertNotIn("slot", labels)
+        self.assertNotIn("instance", labels)
         self.assertTrue(
             annotations.get("runbook_url", "").endswith("#runbook-pierconfigreloadfailed"),
             annotations,
         )
 
-        # Staging stops: the scrape fails, PierDown goes pending for staging
-        # (it would fire after its 1m `for`).
+        # Staging's only running slot stops: now no slot of staging is up,
+        # and PierDown goes pending for staging (it would fire after its 1m
+        # `for`). prod, with its green slot down all along, stays quiet.
         staging.stop()
-
-        def down_alert():
-            return [
-                labels
-                for labels, _, state in self.active_alerts()
-                if labels.get("alertname") == "PierDown" and state == "pending"
-            ]
-
-        pending = self.wait_until("PierDown is pending for staging", down_alert, SCRAPE_TIMEOUT_S)
+        pending = self.wait_until(
+            "PierDown is pending for staging",
+            lambda: self.alerts_named("PierDown", state="pending"),
+            SCRAPE_TIMEOUT_S,
+        )
         self.assertEqual(len(pending), 1, pending)
-        self.assertEqual(pending[0].get("env"), "staging", pending)
-        self.assertEqual(pending[0].get("instance"), f"127.0.0.1:{staging_port}", pending)
-        self.assertEqual(pending[0].get("severity"), "critical", pending)
+        labels = pending[0][0]
+        self.assertEqual(labels.get("env"), "staging", labels)
+        self.assertEqual(labels.get("severity"), "critical", labels)
+        self.assertNotIn("instance", labels)
         self.assertEqual(
-            {m.get("env"): v for m, v in self.query('up{job="pier"}')},
-            {"prod": 1.0, "staging": 0.0},
+            {slot: up for slot, (_, up) in self.up_by_slot().items()},
+            {
+                ("prod", "blue"): 1.0,
+                ("prod", "green"): 0.0,
+                ("staging", "blue"): 0.0,
+                ("staging", "green"): 0.0,
+            },
         )
 
+    def test_deploy_switch_is_no_outage_and_in_place_restart_is(self):
+        ports, piers = self.start_blue_slots()
+        blue, _ = piers["prod"]
+        green_port = ports[("prod", "green")]
+        self.wait_slots(
+            ports,
+            {("prod", "blue"), ("staging", "blue")},
+            "the blue slots are up and the idle green slots down",
+        )
+
+        # The deploy, as ci/deploy.sh does it: start the idle slot, wait
+        # until it is healthy (here: scraped), move traffic, stop the old one.
+        green, _, _ = self.start_pier("prod", "/prod", port=green_port, slot="green")
+        self.send_traffic(green_port, "/prod", health_requests=1)
+        self.wait_slots(
+            ports,
+            {("prod", "blue"), ("prod", "green"), ("staging", "blue")},
+            "both prod slots are up (mid-deploy)",
+        )
+        blue.stop()
+        self.wait_slots(
+            ports,
+            {("prod", "green"), ("staging", "blue")},
+            "prod runs in green only, blue is down",
+        )
+
+        # Watch 5 evaluations (1s apart) with the old slot down: per target,
+        # PierDown would be pending at once; a new slot coming up is no
+        # restart.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            self.assertEqual(
+                self.alerts_named("PierDown", "PierRestarted", "PierCrashLooping"), []
+            )
+            time.sleep(0.5)
+        self.assertEqual(
+            {m.get("env"): v for m, v in self.query('max by (env) (up{job="pier"})')},
+            {"prod": 1.0, "staging": 1.0},
+        )
+
+        # The restart rule compares a slot's start time with the one seen
+        # 15s-75s earlier: let green's process be scraped for over 15s.
+        self.wait_until(
+            "prod green's start time was scraped for 17s",
+            lambda: self.query(
+                'count_over_time(process_start_time_seconds{job="pier", env="prod", '
+                'slot="green"}[1m]) >= 17'
+            ),
+            SCRAPE_TIMEOUT_S,
+        )
+
+        # The process in the green slot is replaced in place (a crash that
+        # the restart policy undid): that is a restart.
+        green.stop()
+        self.start_pier("prod", "/prod", port=green_port, slot="green")
+        firing = self.wait_until(
+            "PierRestarted fires for prod",
+            lambda: self.alerts_named("PierRestarted", state="firing"),
+            SCRAPE_TIMEOUT_S,
+        )
+        self.assertEqual(len(firing), 1, firing)
+        labels, annotations, _ = firing[0]
+        self.assertEqual(labels.get("env"), "prod", labels)
+        self.assertEqual(labels.get("severity"), "info", labels)
+        self.assertNotIn("slot", labels)
+        self.assertIn("restarted 1 time(s)", annotations.get("description", ""), annotations)
+        self.assertEqual(self.alerts_named("PierCrashLooping"), [])
+        self.assertEqual(self.alerts_named("PierDown", state="firing"), [])
 
 if __name__ == "__main__":
     unittest.main()
