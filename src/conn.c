@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "pier/log.h"
 #include "pier/server.h"
@@ -272,6 +273,26 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
 
 /* ---- accepting ------------------------------------------------------------------------- */
 
+/* Over max_connections: send the 503 and give the descriptor back at once. A lingering close
+ * would hold it for up to LINGER_MS, and a flood of refused clients would then use up the
+ * descriptors the limit is there to protect (accept fails with EMFILE and libuv resets
+ * connections). What the client already sent is read first, so the close is a FIN that lets
+ * the 503 arrive, not a reset that can destroy it. */
+static void conn_refuse(struct pier_conn *c) {
+    pier_buf_t *out = &c->w->env.out;
+    uv_buf_t b = uv_buf_init(out->data, (unsigned)out->len);
+    uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    pier_buf_reset(out);
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {
+        for (int i = 0; i < 4; i++)
+            if (recv(fd, c->w->readbuf, c->w->readbuf_size, MSG_DONTWAIT) <= 0)
+                break;
+        shutdown(fd, SHUT_WR);
+    }
+    conn_close(c);
+}
+
 static void fill_peer(struct pier_conn *c) {
     struct sockaddr_storage ss;
     int len = sizeof ss;
@@ -322,7 +343,7 @@ static void on_connection(uv_stream_t *listener, int status) {
     fill_peer(c);
     if (open > atomic_load_explicit(&srv->max_connections, memory_order_relaxed)) {
         pier_session_overload(&c->s);
-        conn_flush(c, 1);
+        conn_refuse(c);
         return;
     }
     conn_track(c);
