@@ -11,10 +11,17 @@
  * is in deadline order and the worker's tick only looks at the heads. A connection moves
  * between queues as its session changes phase.
  *
+ * Pipelining: a read full of small requests could turn into megabytes of responses (64 KiB
+ * of "GET /metrics" is 2,000 answers). The session stops at a request boundary once 256 KiB
+ * of responses are queued (PIER_FEED_PAUSE); the input not yet fed is held (struct
+ * pier_held, hung off tcp.data so ordinary connections pay nothing for it) and reading stops
+ * until the responses are written; then the held input is fed, then reading resumes.
+ *
  * Closing: after a response that ends the connection pier shuts down its sending side and
  * keeps reading (discarding) until the client closes or a short linger ends, so a client
  * still sending a body it was refused reads the error instead of a reset.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
@@ -36,7 +43,7 @@ struct pier_write {
 };
 
 struct pier_conn {
-    uv_tcp_t tcp;
+    uv_tcp_t tcp; /* first: the connection is found from its handle (conn_of) */
     struct pier_session s;
     struct pier_worker *w;
     struct pier_conn *prev, *next;
@@ -47,9 +54,22 @@ struct pier_conn {
     uint8_t close_after_write;
 };
 
+/* Input read but not fed yet: pipelined requests waiting for their turn (tcp.data). */
+struct pier_held {
+    size_t len, off;
+    char data[];
+};
+
 /* Close callback for handles that are the first member of their heap block. */
 static void free_handle(uv_handle_t *h) {
     free(h);
+}
+
+/* The connection a handle belongs to: tcp is its first member, which leaves tcp.data free for
+ * the held input. */
+static struct pier_conn *conn_of(void *handle) {
+    _Static_assert(offsetof(struct pier_conn, tcp) == 0, "tcp must come first");
+    return (struct pier_conn *)handle;
 }
 
 static uint64_t now_ms(void) {
@@ -116,9 +136,10 @@ static void conn_track(struct pier_conn *c) {
 /* ---- closing --------------------------------------------------------------------------- */
 
 static void on_closed(uv_handle_t *h) {
-    struct pier_conn *c = h->data;
+    struct pier_conn *c = conn_of(h);
     struct pier_worker *w = c->w;
     pier_session_reset(&c->s);
+    free(c->tcp.data);
     free(c);
     w->nconns--;
     pier_counter_sub(&w->metrics.connections_active, 1);
@@ -153,6 +174,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void conn_resume(struct pier_conn *c);
 
 /* The last response is out: stop sending, keep reading until the client closes. */
 static void conn_finish(struct pier_conn *c) {
@@ -194,7 +216,7 @@ static void on_written(uv_write_t *req, int status) {
         return;
     }
     conn_track(c);
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    conn_resume(c);
 }
 
 /* Send what the session produced; then close, or go back to reading. */
@@ -251,14 +273,43 @@ static void conn_flush(struct pier_conn *c, int closing) {
 /* ---- reading --------------------------------------------------------------------------- */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-    struct pier_conn *c = h->data;
+    struct pier_conn *c = conn_of(h);
     (void)suggested;
     buf->base = c->w->readbuf;
     buf->len = c->w->readbuf_size;
 }
 
+/* Keep what the session did not consume (PIER_FEED_PAUSE) and stop reading meanwhile. */
+static int conn_hold(struct pier_conn *c, const char *data, size_t len) {
+    struct pier_held *h = malloc(sizeof *h + len);
+    if (h == NULL)
+        return -1;
+    h->len = len;
+    h->off = 0;
+    memcpy(h->data, data, len);
+    c->tcp.data = h;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    return 0;
+}
+
+/* The responses are out: feed held input, and once there is none, read from the socket. */
+static void conn_resume(struct pier_conn *c) {
+    struct pier_held *h;
+    while ((h = c->tcp.data) != NULL && c->state == C_OPEN) {
+        int r = pier_session_feed(&c->s, h->data + h->off, h->len - h->off);
+        h->off += c->w->env.fed;
+        if (r != PIER_FEED_PAUSE || h->off >= h->len) {
+            c->tcp.data = NULL;
+            free(h);
+        }
+        conn_flush(c, r == PIER_FEED_CLOSE);
+    }
+    if (c->state == C_OPEN && c->tcp.data == NULL)
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
-    struct pier_conn *c = stream->data;
+    struct pier_conn *c = conn_of(stream);
     if (nread == 0)
         return;
     if (nread < 0) {
@@ -267,8 +318,13 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     }
     if (c->state == C_SHUTDOWN || c->state == C_LINGER || c->state == C_CLOSING)
         return; /* lingering: discard */
-    int closing = pier_session_feed(&c->s, buf->base, (size_t)nread);
-    conn_flush(c, closing);
+    int r = pier_session_feed(&c->s, buf->base, (size_t)nread);
+    size_t fed = c->w->env.fed;
+    if (r == PIER_FEED_PAUSE && conn_hold(c, buf->base + fed, (size_t)nread - fed) != 0)
+        r = PIER_FEED_CLOSE; /* no memory to wait: answer what was parsed, then close */
+    conn_flush(c, r == PIER_FEED_CLOSE);
+    if (c->tcp.data != NULL && c->state == C_OPEN) /* written at once: go on */
+        conn_resume(c);
 }
 
 /* ---- accepting ------------------------------------------------------------------------- */
@@ -326,9 +382,8 @@ static void on_connection(uv_stream_t *listener, int status) {
         return; /* the connection stays in the backlog; libuv retries on the next event */
     c->w = w;
     uv_tcp_init(&w->loop, &c->tcp);
-    c->tcp.data = c;
+    c->tcp.data = NULL; /* no held input */
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
-        c->tcp.data = NULL;
         uv_close((uv_handle_t *)&c->tcp, free_handle);
         return;
     }

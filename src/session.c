@@ -820,6 +820,10 @@ static int on_message_complete(llhttp_t *p) {
     s->flags &= (uint16_t)PIER_S_CLOSE;
     s->phase = PIER_PHASE_IDLE;
     pier_buf_shrink(&env->body, KEEP_BUF_BYTES);
+    if (!paused && env->out.len >= PIER_OUT_HIGH_WATER) { /* let the writes catch up */
+        s->flags |= PIER_S_FULL;
+        paused = 1;
+    }
     return paused ? HPE_PAUSED : 0;
 }
 
@@ -876,6 +880,7 @@ static void parse_error(struct pier_session *s, llhttp_errno_t err) {
 }
 
 int pier_session_feed(struct pier_session *s, const char *data, size_t len) {
+    s->env->fed = len;
     if (s->flags & PIER_S_CLOSE)
         return 1;
     scan_at = data;
@@ -892,6 +897,13 @@ int pier_session_feed(struct pier_session *s, const char *data, size_t len) {
     }
     if (err == HPE_OK)
         return (s->flags & PIER_S_CLOSE) ? 1 : 0;
+    if (err == HPE_PAUSED && (s->flags & PIER_S_FULL) && !(s->flags & PIER_S_CLOSE)) {
+        /* stopped at a request boundary; the next feed starts with the next request */
+        s->flags &= (uint16_t)~PIER_S_FULL;
+        s->env->fed = (size_t)(llhttp_get_error_pos(&s->parser) - data);
+        llhttp_resume(&s->parser);
+        return PIER_FEED_PAUSE;
+    }
     if (err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE)
         parse_error(s, err);
     s->flags |= PIER_S_CLOSE;

@@ -38,7 +38,12 @@ struct pier_env {
     uint64_t rng[2];
     time_t date_sec;
     char date[30];
+    size_t fed; /* input bytes the last pier_session_feed consumed */
 };
+
+/* Responses queued past this stop a feed at the next request boundary (PIER_FEED_PAUSE), so
+ * a read full of pipelined requests cannot turn into megabytes of queued responses. */
+#define PIER_OUT_HIGH_WATER (256 * 1024)
 
 void pier_env_init(struct pier_env *env, const struct pier_config *cfg, struct pier_app *app,
                    struct pier_metrics *metrics);
@@ -56,6 +61,7 @@ enum pier_session_flags {
     PIER_S_CLOSE = 1 << 2,     /* close the connection once env->out is written */
     PIER_S_KEEP_BODY = 1 << 3,
     PIER_S_IN_FIELD = 1 << 4,
+    PIER_S_FULL = 1 << 5, /* the feed stopped because env->out is past its high water mark */
 };
 
 struct pier_peer {
@@ -80,8 +86,14 @@ struct pier_session {
 void pier_session_init(struct pier_session *s, struct pier_env *env);
 /* Release what the session holds (its request state goes back to the pool). */
 void pier_session_reset(struct pier_session *s);
-/* Feed received bytes; responses are appended to env->out. Returns 1 when the connection
- * must be closed after env->out is written, else 0. */
+enum pier_feed_result {
+    PIER_FEED_OK = 0,    /* all consumed */
+    PIER_FEED_CLOSE = 1, /* close the connection once env->out is written */
+    PIER_FEED_PAUSE = 2, /* env->out is full: only env->fed bytes were consumed; write env->out,
+                            then feed the rest (pipelined requests wait their turn) */
+};
+/* Feed received bytes; responses are appended to env->out. Returns a pier_feed_result and
+ * sets env->fed to the bytes consumed. */
 int pier_session_feed(struct pier_session *s, const char *data, size_t len);
 /* A timeout fired: answer 408 into env->out when a request is under way (returns 1: close). */
 int pier_session_timeout(struct pier_session *s);

@@ -137,11 +137,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memcpy(s.peer.addr, "\x7f\x00\x00\x01", 4);
 
     int closing = 0;
-    for (size_t off = 0; off < len && !closing; off += step) {
+    for (size_t off = 0; off < len && !closing;) {
         size_t n = len - off < step ? len - off : step;
-        closing = pier_session_feed(&s, in + off, n);
+        int r = pier_session_feed(&s, in + off, n);
+        if (r == PIER_FEED_PAUSE && (env.fed >= n || env.out.len < PIER_OUT_HIGH_WATER)) {
+            fprintf(stderr, "fuzz_session: paused without cause (fed %zu of %zu, out %zu)\n",
+                    env.fed, n, env.out.len);
+            abort();
+        }
+        closing = r == PIER_FEED_CLOSE;
         check_output(&env.out, closing, must_succeed);
-        pier_buf_reset(&env.out);
+        pier_buf_reset(&env.out); /* written: as conn.c does, then feed the rest */
+        off += r == PIER_FEED_PAUSE ? env.fed : n;
     }
     if (!closing && (flags & 4)) {
         /* conn.c closes after any timeout; the session only has to say what to send */

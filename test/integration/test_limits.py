@@ -46,18 +46,18 @@ timeouts:
 def recv_all(sock, timeout):
     """Read until EOF/reset or timeout; returns (data, closed, seconds)."""
     sock.settimeout(0.05)
-    data, t0 = b"", time.time()
+    data, t0 = bytearray(), time.time()
     while time.time() - t0 < timeout:
         try:
-            chunk = sock.recv(65536)
+            chunk = sock.recv(262144)
         except socket.timeout:
             continue
         except ConnectionResetError:
-            return data, True, time.time() - t0
+            return bytes(data), True, time.time() - t0
         if not chunk:
-            return data, True, time.time() - t0
+            return bytes(data), True, time.time() - t0
         data += chunk
-    return data, False, time.time() - t0
+    return bytes(data), False, time.time() - t0
 
 
 class LimitsTest(unittest.TestCase):
@@ -252,6 +252,46 @@ class LimitsTest(unittest.TestCase):
         self.assertEqual([r.headers["x-request-id"] for r in rs[:n]], ["p%d" % i for i in range(n)])
         self.assertTrue(all(r.status == 200 for r in rs))
         self.assertTrue(closed)
+
+    def test_pipelined_big_answers_in_order(self):
+        # 3,000 pipelined /metrics answers are megabytes: pier answers them in turns as the
+        # client reads (it stops at 256 KiB of queued responses), all of them, in order
+        n = 3000
+        reqs = b"".join(b"GET /prod/metrics HTTP/1.1\r\nHost: a\r\nX-Request-Id: m%d\r\n\r\n" % i for i in range(n))
+        s = self.pier.connect(timeout=20)
+        try:
+            s.sendall(reqs + b"GET /prod/health HTTP/1.1\r\nConnection: close\r\n\r\n")
+            out, closed, _ = recv_all(s, 20)
+        finally:
+            s.close()
+        rs = parse_responses(out)
+        self.assertEqual(len(rs), n + 1)
+        self.assertEqual([r.headers["x-request-id"] for r in rs[:n]], ["m%d" % i for i in range(n)])
+        self.assertTrue(all(r.status == 200 for r in rs))
+        self.assertTrue(closed)
+
+    def test_pipelining_amplification_is_bounded(self):
+        # 20 clients each pipeline 1,500 /metrics requests (58 KB) and read nothing: the
+        # answers would be megabytes per client; pier queues at most ~256 KiB per client
+        rss0 = self.pier.rss_kib()
+        req = b"GET /prod/metrics HTTP/1.1\r\nHost: a\r\n\r\n" * 1500
+        socks = []
+        try:
+            for _ in range(20):
+                s = self.pier.connect()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.sendall(req)
+                socks.append(s)
+            time.sleep(1.0)
+            rss1 = self.pier.rss_kib()
+            self.assertEqual(self.pier.get("/prod/health").status, 200)
+        finally:
+            for s in socks:
+                s.close()
+        print("\npipelining amplification: 20 clients x 1,500 pipelined /metrics, none reading: "
+              "RSS %d KiB -> %d KiB" % (rss0, rss1), file=sys.stderr)
+        if not SANITIZED:
+            self.assertLess(rss1 - rss0, 16 * 1024)
 
     def test_client_that_never_reads_is_cut_off(self):
         # pipelined requests whose answers the client never reads: pier stops reading
