@@ -51,7 +51,7 @@ for h in "${harnesses[@]}"; do
   mkdir -p "$corpus" "$artifacts"
   cp "$here/corpus/$h/"* "$corpus/"
   find "$here/regressions/$h" -type f ! -name 'README*' -exec cp {} "$corpus/" \;
-  echo "== fuzz_$h for ${seconds}s (corpus: $(ls "$corpus" | wc -l) inputs)"
+  echo "== fuzz_$h for ${seconds}s (corpus: $(find "$corpus" -type f | wc -l) inputs)"
   rc=0
   (cd "$work/$h" && timeout --kill-after=10 $((seconds + 60)) "$build/test/fuzz/fuzz_$h" \
       -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=8192 \
