@@ -60,7 +60,8 @@ for h in session config; do
   [ -n "$replay" ] || continue
   echo "== fuzz_${h}_replay under valgrind"
   timeout --kill-after=10 600 "${vg[@]}" --log-file="$work/vg.replay-$h.%p.log" \
-    "$replay" "$root/test/fuzz/corpus/$h" "$root/test/fuzz/regressions/$h" >/dev/null 2>&1 || {
+    "$replay" "$root/test/fuzz/corpus/$h" "$root/test/fuzz/regressions/$h" \
+    "$root/test/fuzz/replay-only/$h" >/dev/null 2>&1 || {
     echo "!! fuzz_${h}_replay failed under valgrind" >&2
     failed=1
   }
