@@ -212,10 +212,13 @@ server_cmd() {
 # ---- measuring ----------------------------------------------------------------------------
 
 # Every process of a server: the PID and its children (nginx workers).
-server_pids() {
+server_pids() { # through /proc, so procps is not needed
     local pid=$1
     echo "$pid"
-    pgrep -P "$pid" 2>/dev/null || true
+    # /proc/N/stat is "N (name) state ppid ...": the parent is the 2nd field after the ")".
+    # cat, not awk on the files: a process that exits meanwhile must not end the scan.
+    cat /proc/[0-9]*/stat 2>/dev/null |
+        awk -v parent="$pid" '{ me = $1; sub(/.*\) /, ""); if ($2 == parent) print me }' || true
 }
 cpu_ticks() { # utime+stime of the processes given, in clock ticks
     local total=0 pid f
