@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Blue/green deploy of one pier image to one environment, on the VM (ci/remote-deploy.sh
-# runs it there over SSH; docs/deploy.md explains it and has the runbook).
+# runs it there over SSH; README.md#deploys-bluegreen-on-the-vm explains it and has the runbook).
 #
 #   ci/deploy.sh ENV TAG
 #     ENV  prod (or production) | staging

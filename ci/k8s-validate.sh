@@ -112,7 +112,7 @@ for env in "${overlays[@]}"; do
   fi
 done
 
-# The optional ServiceMonitor component, added to each overlay the way docs/kubernetes.md
+# The optional ServiceMonitor component, added to each overlay the way README.md#run-on-kubernetes
 # says, in a scratch copy of config/.
 mkdir -p "$tmp/withsm/config"
 cp -R "$kdir" "$tmp/withsm/config/"

@@ -90,8 +90,7 @@ check "YAML lint" \
 	yamllint --strict -d relaxed "$prom_dir"
 
 # Every alert: severity, summary, description, and a runbook_url whose
-# anchor is a heading of the runbook (README.md once the runbook is merged
-# into it, docs/monitoring.md until then), using GitHub's anchor rules.
+# anchor is a heading of README.md's runbook, using GitHub's anchor rules.
 runbook_check() {
 	"$py" - "$prom_dir/alerts.yml" <<'PY'
 import re
@@ -117,15 +116,7 @@ def anchors(path):
     return found
 
 
-def has_runbook(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return any(re.match(r"#+\s+Runbook:", line) for line in f)
-    except FileNotFoundError:
-        return False
-
-
-doc = "README.md" if has_runbook("README.md") else "docs/monitoring.md"
+doc = "README.md"
 known = anchors(doc)
 errors = []
 rules = [r for g in yaml.safe_load(open(sys.argv[1]))["groups"] for r in g["rules"]]
