@@ -36,21 +36,9 @@ load_s=${DEPLOY_TEST_LOAD_SECONDS:-20}
 prefix=pier-deploytest-$$
 t_begin=$SECONDS
 
-pass=0
-fail=0
-check() { # check NAME CMD...: run CMD, count and print PASS/FAIL
-  local name=$1
-  shift
-  if "$@"; then
-    pass=$((pass + 1))
-    printf 'PASS %s\n' "$name"
-  else
-    fail=$((fail + 1))
-    printf 'FAIL %s\n' "$name"
-  fi
-}
+# shellcheck source=ci/test-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/test-lib.sh"
 say() { printf 'deploy-test: %s\n' "$*"; }
-port_free() { ! ss -Htln "sport = :$1" | grep -q .; }
 declare -A taken=()
 free_port() {
   local p

@@ -6,22 +6,10 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-pass=0
-fail=0
-check() { # check NAME CMD...: run CMD, count and print PASS/FAIL
-  local name=$1
-  shift
-  if "$@"; then
-    pass=$((pass + 1))
-    printf 'PASS %s\n' "$name"
-  else
-    fail=$((fail + 1))
-    printf 'FAIL %s\n' "$name"
-  fi
-}
+# shellcheck source=ci/test-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/test-lib.sh"
 
 # jq -e FILTER FILE, quietly: is the JSON in FILE what FILTER expects?
-jq_ok() { jq -e "$1" "$2" >/dev/null 2>&1; }
 
 # A TCP port on 127.0.0.1 nobody listens on (there is a small race until nginx binds it).
 free_port() {

@@ -17,25 +17,8 @@ image=${1:-${IMAGE:-pier:latest}}
 healthy_timeout=${SMOKE_HEALTHY_TIMEOUT:-30}
 drain_s=${SMOKE_DRAIN_SECONDS:-10}
 
-pass=0
-fail=0
-check() { # check NAME CMD...: run CMD, count and print PASS/FAIL
-  local name=$1
-  shift
-  if "$@"; then
-    pass=$((pass + 1))
-    printf 'PASS %s\n' "$name"
-  else
-    fail=$((fail + 1))
-    printf 'FAIL %s\n' "$name"
-  fi
-}
-jq_ok() { jq -e "$1" "$2" >/dev/null 2>&1; }        # jq_ok FILTER FILE (one JSON value)
-# Log files hold many JSON values: jq 1.6's -e would judge only the last one, so the
-# searches below fold them into one answer with `jq -n 'any(inputs ...)'`.
-now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
-secs() { awk -v ms="$1" 'BEGIN { printf "%.2f", ms / 1000 }'; }
-port_free() { ! ss -Htln "sport = :$1" | grep -q .; }
+# shellcheck source=ci/test-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/test-lib.sh"
 free_port() { # free_port [PREFERRED]
   if [[ -n ${1:-} ]] && port_free "$1"; then echo "$1"; return 0; fi
   local p
