@@ -9,6 +9,7 @@
  * one: an operator fixing a file wants the whole list, like `nginx -t`.
  */
 #include "pier/config.h"
+#include "pier/net.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -18,7 +19,6 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
-#include <arpa/inet.h>
 #include <yaml.h>
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
@@ -43,8 +43,9 @@ static const char *validate_prefix(const char *v) {
 }
 
 static const char *validate_host(const char *v) {
-    unsigned char tmp[16];
-    if (inet_pton(AF_INET, v, tmp) == 1 || inet_pton(AF_INET6, v, tmp) == 1)
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (pier_net_addr(v, 0, &ss, &len) == 0)
         return NULL;
     return "an IPv4 or IPv6 address (like 127.0.0.1, 0.0.0.0 or ::)";
 }

@@ -1,6 +1,7 @@
 /* probe — a blocking one-shot HTTP GET with a deadline; see include/pier/probe.h.
  * Deliberately not libuv: it runs in a fresh process for one request and exits. */
 #include "pier/probe.h"
+#include "pier/net.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +14,6 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-#include <arpa/inet.h>
 
 static long long now_ms(void) {
     struct timespec ts;
@@ -74,18 +74,7 @@ int pier_probe(const char *url, int timeout_ms, char *why, unsigned why_size) {
 
     struct sockaddr_storage ss;
     socklen_t sl;
-    memset(&ss, 0, sizeof ss);
-    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
-        in4->sin_family = AF_INET;
-        in4->sin_port = htons((uint16_t)port);
-        sl = sizeof *in4;
-    } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)port);
-        sl = sizeof *in6;
-    } else {
+    if (pier_net_addr(host, port, &ss, &sl) != 0) {
         snprintf(why, why_size, "host %s is not an IP address (no DNS in a probe)", host);
         return 1;
     }

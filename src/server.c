@@ -22,9 +22,9 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-#include <arpa/inet.h>
 
 #include "pier/log.h"
+#include "pier/net.h"
 
 #define READ_BUFFER_BYTES (64 * 1024)
 #define FD_RESERVE        64 /* descriptors kept for listeners, logs, /proc reads */
@@ -43,16 +43,7 @@ static int open_listeners(const char *host, int port, int n, int *fds, int *boun
                           size_t errsize) {
     struct sockaddr_storage ss;
     socklen_t sslen;
-    memset(&ss, 0, sizeof ss);
-    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
-        in4->sin_family = AF_INET;
-        sslen = sizeof *in4;
-    } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-        sslen = sizeof *in6;
-    } else {
+    if (pier_net_addr(host, port, &ss, &sslen) != 0) {
         snprintf(err, errsize, "%s is not an IP address", host);
         return -EINVAL;
     }
@@ -68,18 +59,14 @@ static int open_listeners(const char *host, int port, int n, int *fds, int *boun
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         if (n > 1 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
             goto fail;
-        if (ss.ss_family == AF_INET)
-            in4->sin_port = htons((uint16_t)port);
-        else
-            in6->sin6_port = htons((uint16_t)port);
         if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, 511) != 0)
             goto fail;
         if (i == 0) { /* the others join the port the first one got */
             struct sockaddr_storage got;
             socklen_t gl = sizeof got;
             getsockname(fd, (struct sockaddr *)&got, &gl);
-            port = ntohs(got.ss_family == AF_INET ? ((struct sockaddr_in *)&got)->sin_port
-                                                  : ((struct sockaddr_in6 *)&got)->sin6_port);
+            port = pier_net_port(&got);
+            pier_net_addr(host, port, &ss, &sslen);
         }
     }
     *bound_port = port;
