@@ -20,14 +20,7 @@ force=${PIER_BASE_FORCE:-0}
 
 say() { printf 'base-image: %s\n' "$*"; }
 
-apt_install() { # apt_install PKG...: install (sudo when not root), updating the lists if needed
-  local as_root=()
-  ((EUID == 0)) || as_root=(sudo -n)
-  export DEBIAN_FRONTEND=noninteractive
-  "${as_root[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
-    { "${as_root[@]}" apt-get update -qq &&
-      "${as_root[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
-}
+apt_install() { "$(dirname "${BASH_SOURCE[0]}")/install-deps.sh" --only "$@"; }
 # The first mirror URI serving "$suite" in the host's apt sources (deb822 *.sources or
 # one-line *.list).
 host_mirror() {

@@ -30,14 +30,7 @@ free_port() {
 }
 dc() { "${compose[@]}" -p "$project" -f "$root/docker/compose.yaml" "$@"; }
 
-apt_install() { # apt_install PKG...: install (sudo when not root), updating the lists if needed
-  local as_root=()
-  ((EUID == 0)) || as_root=(sudo -n)
-  export DEBIAN_FRONTEND=noninteractive
-  "${as_root[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
-    { "${as_root[@]}" apt-get update -qq &&
-      "${as_root[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
-}
+apt_install() { "$(dirname "${BASH_SOURCE[0]}")/install-deps.sh" --only "$@"; }
 for tool in jq curl; do
   command -v "$tool" >/dev/null 2>&1 || apt_install "$tool"
 done

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Install the Debian packages pier's build and tests need, when they are missing.
+# Install Debian packages when they are missing — the one place the project's scripts do it.
 # Idempotent: installs nothing when everything is present. Uses sudo when not root.
-# Usage: ci/install-deps.sh [extra-package …]
+# Usage: ci/install-deps.sh [PKG …]         pier's build and test packages, plus PKG …
+#        ci/install-deps.sh --only PKG …    just PKG … (what one script needs)
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config git curl python3
           libuv1-dev libcjson-dev libyaml-dev node-llhttp)
+if [ "${1:-}" = "--only" ]; then
+    shift
+    packages=()
+fi
 packages+=("$@")
 
 missing=()
@@ -23,13 +28,15 @@ fi
 sudo=()
 if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null 2>&1 || { echo "install-deps: need root or sudo to install ${missing[*]}" >&2; exit 1; }
-    sudo=(sudo)
+    sudo=(sudo -n)
 fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-# Refresh the package lists once if they are missing or older than a day.
-if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -n 1)" ]; then
+install() { "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+# Refresh the package lists first when there are none; retry once after a refresh when the
+# lists are stale (an old list names package versions the mirror no longer has).
+if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' 2>/dev/null | head -n 1)" ]; then
     "${sudo[@]}" apt-get update -qq
 fi
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+install 2>/dev/null || { "${sudo[@]}" apt-get update -qq && install; }
 echo "install-deps: done"

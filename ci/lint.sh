@@ -67,8 +67,7 @@ need() {
 # apt_install PACKAGE...: quietly; apt's output is shown only when it fails.
 apt_install() {
   say "installing $*"
-  if ! as_root env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq --no-install-recommends "$@" >"$LOG_DIR/apt.log" 2>&1; then
+  if ! "$(dirname "${BASH_SOURCE[0]}")/install-deps.sh" --only "$@" >"$LOG_DIR/apt.log" 2>&1; then
     cat "$LOG_DIR/apt.log"
     return 1
   fi

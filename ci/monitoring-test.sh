@@ -27,12 +27,7 @@ prom_dir=config/prometheus
 passed=0
 failed=0
 
-apt_install() {
-	echo "+ apt-get install -y $*"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
+apt_install() { "$(dirname "${BASH_SOURCE[0]}")/install-deps.sh" --only "$@"; }
 
 if ! command -v promtool >/dev/null 2>&1; then
 	apt_install prometheus

@@ -24,14 +24,7 @@ free_port() {
   return 1
 }
 
-apt_install() { # apt_install PKG...: install (sudo when not root), updating the lists if needed
-  local as_root=()
-  ((EUID == 0)) || as_root=(sudo -n)
-  export DEBIAN_FRONTEND=noninteractive
-  "${as_root[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
-    { "${as_root[@]}" apt-get update -qq &&
-      "${as_root[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
-}
+apt_install() { "$(dirname "${BASH_SOURCE[0]}")/install-deps.sh" --only "$@"; }
 command -v nginx >/dev/null 2>&1 || apt_install nginx-light
 command -v jq >/dev/null 2>&1 || apt_install jq
 command -v curl >/dev/null 2>&1 || apt_install curl

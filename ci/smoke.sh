@@ -29,14 +29,7 @@ free_port() { # free_port [PREFERRED]
   return 1
 }
 
-apt_install() { # apt_install PKG...: install (sudo when not root), updating the lists if needed
-  local as_root=()
-  ((EUID == 0)) || as_root=(sudo -n)
-  export DEBIAN_FRONTEND=noninteractive
-  "${as_root[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
-    { "${as_root[@]}" apt-get update -qq &&
-      "${as_root[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
-}
+apt_install() { "$(dirname "${BASH_SOURCE[0]}")/install-deps.sh" --only "$@"; }
 for tool in nginx jq curl; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     pkg=$tool

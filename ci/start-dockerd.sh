@@ -16,14 +16,7 @@ if (( wait_s > 60 )); then wait_s=60; fi
 
 say() { printf 'start-dockerd: %s\n' "$*"; }
 
-apt_install() { # apt_install PKG...: install (sudo when not root), updating the lists if needed
-  local as_root=()
-  ((EUID == 0)) || as_root=(sudo -n)
-  export DEBIAN_FRONTEND=noninteractive
-  "${as_root[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
-    { "${as_root[@]}" apt-get update -qq &&
-      "${as_root[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
-}
+apt_install() { "$(dirname "${BASH_SOURCE[0]}")/install-deps.sh" --only "$@"; }
 if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
   say "installing docker.io"
   apt_install docker.io iptables
