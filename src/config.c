@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -84,6 +85,9 @@ const struct pier_option pier_options[] = {
         "Write one access-log line per request (at info level)."),
     OPT("metrics.enabled", PIER_OPT_BOOL, metrics_enabled, "true", 0, 0, NULL, NULL,
         "Serve Prometheus metrics at {prefix}/metrics."),
+    OPT("metrics.token_file", PIER_OPT_STRING, metrics_token_file, "", 0, 0, NULL, NULL,
+        "File holding a bearer token that {prefix}/metrics then requires (Authorization: Bearer); "
+        "\"\" for none. Read at start and on every reload."),
     OPT("limits.max_connections", PIER_OPT_INT, max_connections, "10000", 1, 1000000, NULL, NULL,
         "Open client connections at most; past it new ones get 503 and are closed."),
     OPT("limits.max_header_bytes", PIER_OPT_INT, max_header_bytes, "16384", 1024, 1048576, NULL,
@@ -528,6 +532,51 @@ static int load_yaml(struct pier_config *cfg, const char *file, pier_buf_t *erro
 
 /* ---- the loader ---------------------------------------------------------------------- */
 
+/* metrics.token_file: the secret itself never sits in the config, only the path of a file
+ * (a mounted Docker or Kubernetes secret). Read it whole now, so a missing or bad file is a
+ * config error (at start, --check-config, or a reload that keeps the old config), never a
+ * scrape that fails later. One trailing newline (or CRLF) is dropped, as `echo >file` adds it;
+ * the token is sent in a header, so it must be visible ASCII without spaces. */
+static int load_token(struct pier_config *cfg, pier_buf_t *errors) {
+    const char *file = cfg->metrics_token_file;
+    const char *why = NULL;
+    char buf[sizeof cfg->metrics_token + 1];
+    size_t n = 0;
+    struct stat st;
+    FILE *fp = fopen(file, "rb");
+    if (fp == NULL || fstat(fileno(fp), &st) != 0) {
+        pier_buf_printf(errors, "metrics.token_file: cannot read %s: %s\n", file, strerror(errno));
+        if (fp)
+            fclose(fp);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode))
+        why = "is not a regular file";
+    else {
+        n = fread(buf, 1, sizeof buf, fp);
+        if (ferror(fp))
+            why = "cannot be read";
+    }
+    fclose(fp);
+    if (why == NULL && n > 0 && buf[n - 1] == '\n')
+        n -= 1 + (n > 1 && buf[n - 2] == '\r');
+    if (why == NULL && n == 0)
+        why = "is empty: expected a token";
+    if (why == NULL && n >= sizeof cfg->metrics_token)
+        why = "holds more than 255 bytes: expected a token";
+    for (size_t i = 0; why == NULL && i < n; i++)
+        if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f)
+            why = "holds a space or control character: expected visible ASCII";
+    if (why) {
+        pier_buf_printf(errors, "metrics.token_file: %s %s\n", file, why);
+        return -1;
+    }
+    memcpy(cfg->metrics_token, buf, n);
+    cfg->metrics_token[n] = '\0';
+    cfg->metrics_token_len = n;
+    return 0;
+}
+
 int pier_config_load(struct pier_config *cfg, const char *file, const char *const *sets,
                      size_t nsets, pier_buf_t *errors) {
     int nerrors = 0;
@@ -570,6 +619,8 @@ int pier_config_load(struct pier_config *cfg, const char *file, const char *cons
             nerrors++;
     }
     cfg->prefix_len = strlen(cfg->prefix);
+    if (cfg->metrics_token_file[0] && load_token(cfg, errors) != 0)
+        nerrors++;
     return nerrors ? -22 : 0;
 }
 

@@ -28,6 +28,7 @@ struct pier_config {
     int64_t log_format;
     int64_t log_access;
     int64_t metrics_enabled;
+    char metrics_token_file[256];
     int64_t max_connections;
     int64_t max_header_bytes;
     int64_t max_body_bytes;
@@ -38,6 +39,9 @@ struct pier_config {
     int64_t drain_ms;
     /* Derived, not options. */
     size_t prefix_len;
+    /* The bearer token read from metrics_token_file when the config is loaded ("" for none). */
+    char metrics_token[256];
+    size_t metrics_token_len;
     char source[512]; /* the file read, or "" for defaults only */
 };
 

@@ -5,10 +5,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import unittest
 
-from harness import Pier, Reader, build_request, closed_by_peer, parse_responses, read_until_close
+from harness import PIER_BIN, Pier, Reader, build_request, closed_by_peer, parse_responses, read_until_close
 
 
 def cfg(port=0, prefix="/prod", extra=""):
@@ -281,6 +282,90 @@ class Metrics(unittest.TestCase):
         with Pier(cfg(extra="metrics:\n  enabled: false\n")) as p:
             self.assertEqual(p.get("/prod/metrics").status, 404)
             self.assertEqual(p.get("/prod/health").status, 200)
+
+
+class MetricsToken(unittest.TestCase):
+    """metrics.token_file: /metrics needs "Authorization: Bearer <token>" read from a file."""
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory(prefix="pier-token-")
+        self.token_file = os.path.join(self.dir.name, "metrics-token")
+        with open(self.token_file, "w") as f:
+            f.write("s3cret-Token_1\n")  # the trailing newline echo adds is not part of it
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def conf(self, path=None):
+        return cfg(extra="metrics:\n  token_file: %s\n" % (path or self.token_file))
+
+    def test_scrape_needs_the_token(self):
+        with Pier(self.conf()) as p:
+            r = p.get("/prod/metrics")
+            self.assertEqual(r.status, 401)
+            self.assertEqual(r.json(), {"error": {"status": 401, "message": "metrics need Authorization: Bearer <token>"}})
+            for bad in ("Bearer s3cret-Token_", "Bearer s3cret-Token_12", "Bearer S3cret-Token_1",
+                        "Basic s3cret-Token_1", "Bearer", "s3cret-Token_1", "Bearer  s3cret-Token_1"):
+                r = p.get("/prod/metrics", headers={"Authorization": bad})
+                self.assertEqual(r.status, 401, bad)
+                self.assertIn("error", r.json())
+                self.assertNotIn(b"s3cret", r.body)
+            r = p.get("/prod/metrics", headers={"Authorization": "Bearer s3cret-Token_1"})
+            self.assertEqual(r.status, 200)
+            self.assertIn("pier_http_requests_total", r.body.decode())
+            self.assertEqual(metric(r.body.decode(), "pier_http_requests_total", route="/metrics", method="GET", code="401"), 8)
+            r = p.get("/prod/metrics", headers={"Authorization": "bearer s3cret-Token_1"})  # scheme is case-insensitive
+            self.assertEqual(r.status, 200)
+            self.assertEqual(p.get("/prod/health").status, 200)  # nothing else needs it
+            self.assertFalse(any("s3cret" in l for l in p.lines), "the token is in pier's log")
+
+    def test_reload_reads_a_rotated_token(self):
+        with Pier(self.conf()) as p:
+            with open(self.token_file, "w") as f:
+                f.write("rotated")
+            n = len([j for j in p.logs() if j.get("msg") == "config reloaded"])
+            p.signal(signal.SIGHUP)
+            deadline = time.time() + 5
+            while time.time() < deadline and len([j for j in p.logs() if j.get("msg") == "config reloaded"]) == n:
+                time.sleep(0.02)
+            self.assertEqual(p.get("/prod/metrics", headers={"Authorization": "Bearer rotated"}).status, 200)
+            self.assertEqual(p.get("/prod/metrics", headers={"Authorization": "Bearer s3cret-Token_1"}).status, 401)
+            # the file disappears: the reload fails with the reason, the last token stays in force
+            os.unlink(self.token_file)
+            p.signal(signal.SIGHUP)
+            line = p.wait_log(lambda j: j.get("msg", "").startswith("config reload failed"))
+            self.assertIsNotNone(line)
+            self.assertIn("metrics.token_file: cannot read %s: No such file or directory" % self.token_file, line["error"])
+            self.assertEqual(p.get("/prod/metrics", headers={"Authorization": "Bearer rotated"}).status, 200)
+
+    def check_refused(self, path, message):
+        out = subprocess.run([PIER_BIN, "--check-config", os.path.join(self.dir.name, "pier.yaml")],
+                             capture_output=True, timeout=20)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn(message, out.stderr.decode())
+        p = Pier(self.conf(path))
+        with self.assertRaises(RuntimeError) as e:
+            p.start(timeout=5)
+        self.assertIn(message, str(e.exception))
+
+    def test_unusable_token_files_are_clear_errors(self):
+        cases = [
+            (os.path.join(self.dir.name, "missing"), "cannot read %s: No such file or directory"),
+            (self.dir.name, "%s is not a regular file"),
+            (os.path.join(self.dir.name, "empty"), "%s is empty: expected a token"),
+            (os.path.join(self.dir.name, "spaces"), "%s holds a space or control character"),
+            (os.path.join(self.dir.name, "long"), "%s holds more than 255 bytes"),
+        ]
+        with open(cases[2][0], "w") as f:
+            f.write("\n")
+        with open(cases[3][0], "w") as f:
+            f.write("two words\n")
+        with open(cases[4][0], "w") as f:
+            f.write("x" * 256)
+        for path, message in cases:
+            with open(os.path.join(self.dir.name, "pier.yaml"), "w") as f:
+                f.write(self.conf(path))
+            self.check_refused(path, "metrics.token_file: " + message % path)
 
 
 class Workers(unittest.TestCase):
