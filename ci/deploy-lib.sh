@@ -1,7 +1,7 @@
 # shellcheck shell=bash disable=SC2034 # its variables are used by the scripts that source it
 # Shared by ci/deploy.sh and ci/rollback.sh (sourced, not run): the settings of a VM's
 # deploys, the release history, locks and the nginx commands. Everything that differs
-# between the VM and a test is an environment variable read here; README.md#deploys-bluegreen-on-the-vm lists them.
+# between the VM and a test is an environment variable read here; docs/deploys.md#settings lists them.
 #
 # Layout on the VM (PIER_DEPLOY_DIR, default /srv/pier):
 #   releases/history.tsv   one line per deploy attempt, tab-separated:

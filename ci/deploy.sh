@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Blue/green deploy of one pier image to one environment, on the VM (ci/remote-deploy.sh
-# runs it there over SSH; README.md#deploys-bluegreen-on-the-vm explains it and has the runbook).
+# runs it there over SSH; docs/deploys.md explains it;
+# docs/runbooks.md#runbook-a-failed-production-deploy is the runbook).
 #
 #   ci/deploy.sh ENV TAG
 #     ENV  prod (or production) | staging

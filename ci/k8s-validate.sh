@@ -112,8 +112,8 @@ for env in "${overlays[@]}"; do
   fi
 done
 
-# The optional ServiceMonitor component, added to each overlay the way README.md#run-on-kubernetes
-# says, in a scratch copy of config/.
+# The optional ServiceMonitor component, added to each overlay the way
+# docs/kubernetes.md#apply-an-overlay says, in a scratch copy of config/.
 mkdir -p "$tmp/withsm/config"
 cp -R "$kdir" "$tmp/withsm/config/"
 cp config/*.yaml "$tmp/withsm/config/" 2>/dev/null || true

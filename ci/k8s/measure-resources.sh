@@ -5,7 +5,7 @@
 # 127.0.0.1 and an ephemeral port, then drives it with wrk through a few bounded loads,
 # sampling VmRSS from /proc/PID/status every 0.2 s and pier's CPU time from /proc/PID/stat.
 # Prints one line per load: requests/s, CPU cores used, CPU-seconds per 1000 requests,
-# and peak RSS. Not a pass/fail test; see README.md#run-on-kubernetes for how the numbers were used.
+# and peak RSS. Not a pass/fail test; see docs/kubernetes.md#requests-and-limits for how the numbers were used.
 #
 # Usage: ci/k8s/measure-resources.sh [SECONDS_PER_LOAD]   (default 15; needs wrk, curl)
 set -euo pipefail

@@ -2,7 +2,7 @@
  *
  * Every option is one row of pier_options[] (src/config.c): key, type, default, bounds, help.
  * The YAML loader, the PIER_* environment overrides, --set, --check-config, --help and the
- * README's config table all walk that table, so adding an option is one row plus one field.
+ * config table in docs/configuration.md all walk that table, so adding an option is one row plus one field.
  * Values are applied in the order defaults < file < environment < command line, and every
  * error names where the value came from (file:line:column, variable or flag), the key, what
  * was expected and what was found.
@@ -89,7 +89,7 @@ void pier_config_format_value(const struct pier_config *cfg, const struct pier_o
                               pier_buf_t *out);
 /* Append "key: old -> new" for each option that differs, comma-separated. Returns how many. */
 int pier_config_diff(const struct pier_config *a, const struct pier_config *b, pier_buf_t *out);
-/* Help text (for --help) and the README's markdown table, both from the option table. */
+/* Help text (for --help) and the markdown table of docs/configuration.md, both from the option table. */
 void pier_config_write_help(pier_buf_t *out);
 void pier_config_write_markdown(pier_buf_t *out);
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test/bench/run.sh — pier's health endpoint against nginx `return 200`, on this machine.
 #
-# What it measures, all on 127.0.0.1 (see README.md#performance for the method and results):
+# What it measures, all on 127.0.0.1 (see docs/performance.md for the method and results):
 #   1. pier (config/prod.yaml, access log on, then off) and nginx (`return 200` with the same
 #      body, Content-Type and path, the same worker count, access log on/off to match) run
 #      alternately, A B A B, for BENCH_ROUNDS rounds. Each start is timed from exec to the

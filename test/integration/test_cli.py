@@ -212,11 +212,11 @@ class Docs(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("unknown argument --bogus", r.stderr)
 
-    def test_readme_config_table_matches_the_option_table(self):
+    def test_docs_config_table_matches_the_option_table(self):
         table = run(["--config-table"]).stdout.strip()
-        with open(os.path.join(ROOT, "README.md")) as f:
-            readme = f.read()
-        self.assertIn(table, readme, "README's config table is out of date: paste `pier --config-table`")
+        with open(os.path.join(ROOT, "docs", "configuration.md")) as f:
+            doc = f.read()
+        self.assertIn(table, doc, "docs/configuration.md's key table is out of date: paste `pier --config-table`")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Limits and timeouts, as a client sees them, against the real pier binary.
 
-Each limit has one right answer (see README.md#limits-and-hardening):
+Each limit has one right answer (see docs/limits-and-hardening.md):
   request line + headers > limits.max_header_bytes  -> 431, close
   Content-Length > limits.max_body_bytes           -> 413 before any body byte is read, close
   chunked body growing past limits.max_body_bytes  -> 413, close
