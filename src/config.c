@@ -51,6 +51,31 @@ static const char *validate_host(const char *v) {
     return "an IPv4 or IPv6 address (like 127.0.0.1, 0.0.0.0 or ::)";
 }
 
+static const char *validate_unix_path(const char *v) {
+    if (v[0] == '\0')
+        return NULL; /* no Unix socket */
+    if (v[0] != '/')
+        return "an absolute path for the socket (like /run/pier/pier.sock), or \"\" for none";
+    if (v[strlen(v) - 1] == '/')
+        return "a socket path, not a directory (like /run/pier/pier.sock)";
+    return NULL;
+}
+
+static const char *validate_mode(const char *v) {
+    size_t n = strlen(v);
+    int ok = n >= 3 && n <= 4 && (n == 3 || v[0] == '0');
+    for (size_t i = 0; ok && i < n; i++)
+        ok = v[i] >= '0' && v[i] <= '7';
+    return ok ? NULL : "an octal permission mode like 0660 (owner, group, others)";
+}
+
+static const char *validate_group(const char *v) {
+    for (const char *p = v; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
+            return "a group name or number (like www-data or 33), or \"\" to keep pier's own";
+    return NULL;
+}
+
 static const char *validate_name(const char *v) {
     if (v[0] == '\0')
         return "a non-empty name (like prod or staging)";
@@ -73,6 +98,13 @@ const struct pier_option pier_options[] = {
         "Address to listen on (an IP literal; 0.0.0.0 for every IPv4 address)."),
     OPT("listen.port", PIER_OPT_INT, listen_port, "8000", 0, 65535, NULL, NULL,
         "TCP port to listen on; 0 picks a free one (the listening log line says which)."),
+    OPT("listen.unix", PIER_OPT_STRING, listen_unix, "", 0, 0, NULL, validate_unix_path,
+        "Also listen on this Unix socket path (for a proxy on the same host); \"\" for none. "
+        "TCP keeps listening for probes and scrapes."),
+    OPT("listen.unix_mode", PIER_OPT_STRING, listen_unix_mode, "0660", 0, 0, NULL, validate_mode,
+        "Permissions of the Unix socket; a proxy needs write access to connect."),
+    OPT("listen.unix_group", PIER_OPT_STRING, listen_unix_group, "", 0, 0, NULL, validate_group,
+        "Group given to the Unix socket (pier must be a member); \"\" keeps the one it gets."),
     OPT("prefix", PIER_OPT_STRING, prefix, "", 0, 0, NULL, validate_prefix,
         "Path prefix every route lives under, like /prod; \"\" for none."),
     OPT("workers", PIER_OPT_WORKERS, workers, "1", 1, 256, NULL, NULL,
@@ -723,6 +755,12 @@ void pier_config_write_markdown(pier_buf_t *out) {
             pier_buf_puts(out, "`\"\"` or a path like `/prod`");
         else if (o->type == PIER_OPT_STRING && o->validate == validate_host)
             pier_buf_puts(out, "an IP address");
+        else if (o->type == PIER_OPT_STRING && o->validate == validate_unix_path)
+            pier_buf_puts(out, "`\"\"` or an absolute path");
+        else if (o->type == PIER_OPT_STRING && o->validate == validate_mode)
+            pier_buf_puts(out, "an octal mode like `0660`");
+        else if (o->type == PIER_OPT_STRING && o->validate == validate_group)
+            pier_buf_puts(out, "`\"\"`, a group name or number");
         else
             describe_expected(o, out);
         pier_buf_printf(out, " | `%s` | %s |\n", env, o->help);

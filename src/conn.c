@@ -1,4 +1,5 @@
-/* conn — one TCP connection on a worker loop: socket, timeouts, writes, closing.
+/* conn — one connection (TCP, or the Unix socket of listen.unix) on a worker loop: socket,
+ * timeouts, writes, closing.
  *
  * Reading: every connection of a worker reads into the worker's one read buffer, and the
  * session consumes the bytes before the callback returns, so an idle connection holds no
@@ -43,7 +44,10 @@ struct pier_write {
 };
 
 struct pier_conn {
-    uv_tcp_t tcp; /* first: the connection is found from its handle (conn_of) */
+    union {             /* first: the connection is found from its handle (conn_of) */
+        uv_tcp_t tcp;   /* accepted on the TCP listener */
+        uv_pipe_t pipe; /* accepted on the Unix socket (listen.unix); used as a stream like tcp */
+    };
     struct pier_session s;
     struct pier_worker *w;
     struct pier_conn *prev, *next;
@@ -211,10 +215,6 @@ static void on_written(uv_write_t *req, int status) {
         conn_finish(c);
         return;
     }
-    if (c->w->draining && c->s.phase == PIER_PHASE_IDLE) {
-        conn_close(c);
-        return;
-    }
     conn_track(c);
     conn_resume(c);
 }
@@ -261,10 +261,6 @@ static void conn_flush(struct pier_conn *c, int closing) {
     pier_buf_shrink(out, 256 * 1024);
     if (closing) {
         conn_finish(c);
-        return;
-    }
-    if (c->w->draining && c->s.phase == PIER_PHASE_IDLE) {
-        conn_close(c);
         return;
     }
     conn_track(c);
@@ -381,7 +377,11 @@ static void on_connection(uv_stream_t *listener, int status) {
     if (c == NULL)
         return; /* the connection stays in the backlog; libuv retries on the next event */
     c->w = w;
-    uv_tcp_init(&w->loop, &c->tcp);
+    int is_unix = listener->type == UV_NAMED_PIPE;
+    if (is_unix)
+        uv_pipe_init(&w->loop, &c->pipe, 0);
+    else
+        uv_tcp_init(&w->loop, &c->tcp);
     c->tcp.data = NULL; /* no held input */
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
         uv_close((uv_handle_t *)&c->tcp, free_handle);
@@ -393,9 +393,13 @@ static void on_connection(uv_stream_t *listener, int status) {
     int open = atomic_fetch_add_explicit(&srv->connections, 1, memory_order_relaxed) + 1;
     if (w->nconns == 1)
         uv_timer_start(&w->tick, pier_worker_tick, TICK_MS, TICK_MS);
-    uv_tcp_nodelay(&c->tcp, 1);
     pier_session_init(&c->s, &w->env);
-    fill_peer(c);
+    if (is_unix) {
+        c->s.peer.family = 1;
+    } else {
+        uv_tcp_nodelay(&c->tcp, 1);
+        fill_peer(c);
+    }
     if (open > atomic_load_explicit(&srv->max_connections, memory_order_relaxed)) {
         pier_session_overload(&c->s);
         conn_refuse(c);
@@ -430,10 +434,31 @@ int pier_worker_start_listening(struct pier_worker *w, int fd) {
     return 0;
 }
 
+int pier_worker_start_listening_unix(struct pier_worker *w, int fd) {
+    uv_pipe_t *l = malloc(sizeof *l);
+    if (l == NULL)
+        return UV_ENOMEM;
+    uv_pipe_init(&w->loop, l, 0);
+    l->data = w;
+    int rc = uv_pipe_open(l, fd);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)l, 511, on_connection);
+    if (rc != 0) {
+        uv_close((uv_handle_t *)l, free_handle);
+        return rc;
+    }
+    w->unix_listener = l;
+    return 0;
+}
+
 void pier_worker_close_listener(struct pier_worker *w) {
     if (w->listener) {
         uv_close((uv_handle_t *)w->listener, on_listener_closed);
         w->listener = NULL;
+    }
+    if (w->unix_listener) {
+        uv_close((uv_handle_t *)w->unix_listener, on_listener_closed);
+        w->unix_listener = NULL;
     }
 }
 
@@ -472,23 +497,6 @@ void pier_worker_tick(uv_timer_t *handle) {
     expire(w, PIER_L_WRITE, now, 1);
     expire(w, PIER_L_LINGER, now, 1);
     pier_env_flush_log(&w->env);
-}
-
-void pier_worker_close_idle(struct pier_worker *w) {
-    struct pier_conn *c = w->lists[PIER_L_IDLE].head;
-    while (c) {
-        struct pier_conn *next = c->next;
-        conn_close(c);
-        c = next;
-    }
-    /* connected but never sent a byte: idle too */
-    c = w->lists[PIER_L_HEADERS].head;
-    while (c) {
-        struct pier_conn *next = c->next;
-        if (pier_session_request_start(&c->s) == 0)
-            conn_close(c);
-        c = next;
-    }
 }
 
 unsigned pier_worker_close_all(struct pier_worker *w) {

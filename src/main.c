@@ -120,9 +120,10 @@ static int run(int argc, char **argv, const char **sets) {
             free(cfg);
             return 1;
         }
-        printf("pier: %s is valid: environment %s, listen %s:%lld, prefix \"%s\", log %s, "
+        printf("pier: %s is valid: environment %s, listen %s:%lld%s%s, prefix \"%s\", log %s, "
                "workers %d\n",
-               check, cfg->environment, cfg->listen_host, (long long)cfg->listen_port, cfg->prefix,
+               check, cfg->environment, cfg->listen_host, (long long)cfg->listen_port,
+               cfg->listen_unix[0] ? " and unix:" : "", cfg->listen_unix, cfg->prefix,
                pier_log_level_name((int)cfg->log_level), pier_config_workers(cfg));
         free(cfg);
         return 0;

@@ -6,20 +6,27 @@
  * only adopt ready sockets.
  *
  * Shutdown, in order: health turns 503 at once (lifecycle GRACE); after shutdown.grace_ms
- * the lifecycle becomes DRAINING and every worker closes its listener and its idle
- * connections, answers what is in flight with Connection: close, and ends when it has no
- * connection left. shutdown.drain_ms bounds the wait: then the remaining connections are cut
- * and counted. A second signal exits at once.
+ * the lifecycle becomes DRAINING and every worker closes its listeners, answers every request
+ * that still arrives with Connection: close, and ends when it has no connection left. An idle
+ * keep-alive connection is not closed by the drain: a proxy may be writing a request on it at
+ * that very moment, and that request would be lost. The client closes it (nginx after its
+ * upstream keepalive_timeout), or its next request is answered with Connection: close, or
+ * timeouts.idle_ms ends it. shutdown.drain_ms bounds the wait: then the remaining connections
+ * are cut and counted. A second signal exits at once.
  */
 #include "pier/server.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -81,6 +88,130 @@ fail : {
 }
 }
 
+/* The Unix socket (listen.unix). One listening socket, which every worker adopts a duplicate
+ * of (SO_REUSEPORT does not apply to paths). The file is made with the configured mode and
+ * group before listen(), so no client ever connects through looser permissions. A socket file
+ * left by a process that died (kill -9: nothing unlinked it) is stale: nothing accepts on it,
+ * so it is removed and bound again; a path where something still accepts, or that is not a
+ * socket, is an error and is left alone. */
+static int unix_mode_group(const struct pier_config *cfg, mode_t *mode, gid_t *gid, char *err,
+                           size_t errsize) {
+    *mode = (mode_t)strtol(cfg->listen_unix_mode, NULL, 8);
+    *gid = (gid_t)-1;
+    const char *g = cfg->listen_unix_group;
+    if (g[0] == '\0')
+        return 0;
+    char *end;
+    long n = strtol(g, &end, 10);
+    if (*end == '\0' && n >= 0) {
+        *gid = (gid_t)n;
+        return 0;
+    }
+    struct group *gr = getgrnam(g);
+    if (gr == NULL) {
+        snprintf(err, errsize, "listen.unix_group: no group \"%s\" on this system", g);
+        return -EINVAL;
+    }
+    *gid = gr->gr_gid;
+    return 0;
+}
+
+/* chmod and chgrp the socket file: at start, and when a reload changes mode or group. */
+static int unix_apply_perms(const struct pier_config *cfg, const char *path, char *err,
+                            size_t errsize) {
+    mode_t mode;
+    gid_t gid;
+    int rc = unix_mode_group(cfg, &mode, &gid, err, errsize);
+    if (rc != 0)
+        return rc;
+    if (chmod(path, mode) != 0) {
+        rc = -errno;
+        snprintf(err, errsize, "cannot set mode %s on %s: %s", cfg->listen_unix_mode, path,
+                 strerror(errno));
+        return rc;
+    }
+    if (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) != 0) {
+        rc = -errno;
+        snprintf(err, errsize, "cannot give %s to group %s: %s (pier must be a member of it)", path,
+                 cfg->listen_unix_group, strerror(errno));
+        return rc;
+    }
+    return 0;
+}
+
+static int open_unix_listener(const struct pier_config *cfg, int *out, ino_t *ino, char *err,
+                              size_t errsize) {
+    const char *path = cfg->listen_unix;
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        struct stat st;
+        if (errno != EADDRINUSE || lstat(path, &st) != 0)
+            goto fail;
+        if (!S_ISSOCK(st.st_mode)) {
+            snprintf(err, errsize, "cannot listen on unix:%s: it exists and is not a socket", path);
+            close(fd);
+            return -EEXIST;
+        }
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0;
+        int why = errno;
+        if (probe >= 0)
+            close(probe);
+        if (live || why != ECONNREFUSED) {
+            snprintf(err, errsize, "cannot listen on unix:%s: %s", path,
+                     live ? "another process accepts connections on it" : strerror(why));
+            close(fd);
+            return live ? -EADDRINUSE : -why;
+        }
+        if (unlink(path) != 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+            goto fail;
+        struct pier_logline l;
+        pier_log_begin(&l, PIER_LOG_WARN, "removed a stale socket file: no process accepted on it");
+        pier_log_str(&l, "path", path);
+        pier_log_end(&l);
+    }
+    int rc = unix_apply_perms(cfg, path, err, errsize);
+    if (rc != 0) {
+        unlink(path);
+        close(fd);
+        return rc;
+    }
+    if (listen(fd, 511) != 0) {
+        int e = errno;
+        unlink(path);
+        errno = e;
+        goto fail;
+    }
+    struct stat st;
+    *ino = stat(path, &st) == 0 ? st.st_ino : 0;
+    *out = fd;
+    return 0;
+fail : {
+    int e = errno;
+    snprintf(err, errsize, "cannot listen on unix:%s: %s", path, strerror(e));
+    if (fd >= 0)
+        close(fd);
+    return -e;
+}
+}
+
+/* Remove the socket file when it is still the one this process made (not a successor's). */
+static void unix_unlink(struct pier_server *srv) {
+    struct stat st;
+    if (srv->unix_fd < 0)
+        return;
+    if (stat(srv->unix_path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_ino == srv->unix_ino)
+        unlink(srv->unix_path);
+    close(srv->unix_fd);
+    srv->unix_fd = -1;
+}
+
 /* Raise the soft descriptor limit to the hard one and bound max_connections by it. */
 static void apply_fd_limit(struct pier_server *srv, const struct pier_config *cfg) {
     struct rlimit rl;
@@ -116,7 +247,7 @@ static void worker_handle_closed(uv_handle_t *h) {
 }
 
 void pier_worker_maybe_finish(struct pier_worker *w) {
-    if (!w->draining || w->stopping || w->nconns > 0 || w->listener)
+    if (!w->draining || w->stopping || w->nconns > 0 || w->listener || w->unix_listener)
         return;
     w->stopping = 1;
     uv_timer_stop(&w->tick);
@@ -153,7 +284,6 @@ void pier_worker_on_wake(uv_async_t *handle) {
     if (!w->draining && atomic_load(&srv->app.lifecycle) == PIER_DRAINING) {
         w->draining = 1;
         pier_worker_close_listener(w);
-        pier_worker_close_idle(w);
     }
     if (!w->forced && atomic_load(&srv->force_close)) {
         w->forced = 1;
@@ -247,6 +377,7 @@ static void begin_drain(struct pier_server *srv) {
     pier_log_int(&l, "drain_ms", cfg->drain_ms);
     pier_log_end(&l);
     uv_timer_start(&srv->drain_timer, on_drain_timeout, (uint64_t)cfg->drain_ms, 0);
+    unix_unlink(srv);
     wake_workers(srv);
 }
 
@@ -317,6 +448,22 @@ static void reload(struct pier_server *srv) {
         pier_log_int(&l, "running", srv->nworkers);
         pier_log_end(&l);
     }
+    if (strcmp(cfg->listen_unix, old->listen_unix) != 0) {
+        struct pier_logline l;
+        pier_log_begin(&l, PIER_LOG_WARN, "listen.unix changes need a restart; keeping the socket");
+        pier_log_str(&l, "running", old->listen_unix);
+        pier_log_str(&l, "configured", cfg->listen_unix);
+        pier_log_end(&l);
+        memcpy(cfg->listen_unix, old->listen_unix, sizeof cfg->listen_unix);
+    }
+    if (srv->unix_fd >= 0 && (strcmp(cfg->listen_unix_mode, old->listen_unix_mode) != 0 ||
+                              strcmp(cfg->listen_unix_group, old->listen_unix_group) != 0)) {
+        char err[512];
+        if (unix_apply_perms(cfg, cfg->listen_unix, err, sizeof err) != 0) {
+            pier_buf_printf(&errors, "%s\n", err);
+            goto fail;
+        }
+    }
     int moved =
         strcmp(cfg->listen_host, old->listen_host) != 0 || cfg->listen_port != old->listen_port;
     if (moved) {
@@ -379,7 +526,7 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
     memset(&srv, 0, sizeof srv);
     int fds[256];
     int port = 0;
-    char err[256];
+    char err[512];
     int rc = 1;
 
     signal(SIGPIPE, SIG_IGN);
@@ -395,6 +542,7 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
     srv.app.nworkers = srv.nworkers;
     srv.app.worker_metrics = calloc((size_t)srv.nworkers, sizeof *srv.app.worker_metrics);
     srv.workers = calloc((size_t)srv.nworkers, sizeof *srv.workers);
+    srv.unix_fd = -1;
     pier_log_configure((int)cfg->log_level, (int)cfg->log_format);
     apply_fd_limit(&srv, cfg);
 
@@ -407,6 +555,18 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
         fprintf(stderr, "pier: %s\n", err);
         goto out;
     }
+    if (cfg->listen_unix[0] &&
+        open_unix_listener(cfg, &srv.unix_fd, &srv.unix_ino, err, sizeof err) != 0) {
+        struct pier_logline l;
+        pier_log_begin(&l, PIER_LOG_ERROR, "cannot start");
+        pier_log_str(&l, "error", err);
+        pier_log_end(&l);
+        fprintf(stderr, "pier: %s\n", err);
+        for (int i = 0; i < srv.nworkers; i++)
+            close(fds[i]);
+        goto out;
+    }
+    snprintf(srv.unix_path, sizeof srv.unix_path, "%s", cfg->listen_unix);
 
     srv.loop = uv_default_loop();
     uv_signal_init(srv.loop, &srv.sig_term);
@@ -423,6 +583,11 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
 
     for (int i = 0; i < srv.nworkers; i++) {
         int wrc = worker_init(&srv, &srv.workers[i], i, fds[i]);
+        if (wrc == 0 && srv.unix_fd >= 0) {
+            int dup_fd = fcntl(srv.unix_fd, F_DUPFD_CLOEXEC, 0);
+            wrc = dup_fd < 0 ? uv_translate_sys_error(errno)
+                             : pier_worker_start_listening_unix(&srv.workers[i], dup_fd);
+        }
         if (wrc != 0) {
             fprintf(stderr, "pier: cannot start worker %d: %s\n", i, uv_strerror(wrc));
             _exit(1);
@@ -440,6 +605,8 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
     pier_log_begin(&l, PIER_LOG_INFO, "listening");
     pier_log_str(&l, "host", cfg->listen_host);
     pier_log_int(&l, "port", port);
+    if (srv.unix_fd >= 0)
+        pier_log_str(&l, "unix", srv.unix_path);
     pier_log_str(&l, "prefix", cfg->prefix);
     pier_log_str(&l, "environment", cfg->environment);
     pier_log_int(&l, "workers", srv.nworkers);
@@ -454,6 +621,7 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
         worker_destroy(&srv.workers[i]);
     }
     uv_loop_close(srv.loop);
+    unix_unlink(&srv);
     pier_log_msg(PIER_LOG_INFO, "stopped");
     rc = 0;
 out:

@@ -150,6 +150,10 @@ static void append_lit(pier_buf_t *b, const char *s, size_t n) {
 
 static void format_peer(const struct pier_peer *p, char *out, size_t size) {
     char ip[INET6_ADDRSTRLEN] = "-";
+    if (p->family == 1) {
+        snprintf(out, size, "unix");
+        return;
+    }
     if (p->family == 4)
         inet_ntop(AF_INET, p->addr, ip, sizeof ip);
     else if (p->family == 6)

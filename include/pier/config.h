@@ -2,9 +2,9 @@
  *
  * Every option is one row of pier_options[] (src/config.c): key, type, default, bounds, help.
  * The YAML loader, the PIER_* environment overrides, --set, --check-config, --help and the
- * config table in docs/configuration.md all walk that table, so adding an option is one row plus one field.
- * Values are applied in the order defaults < file < environment < command line, and every
- * error names where the value came from (file:line:column, variable or flag), the key, what
+ * config table in docs/configuration.md all walk that table, so adding an option is one row plus
+ * one field. Values are applied in the order defaults < file < environment < command line, and
+ * every error names where the value came from (file:line:column, variable or flag), the key, what
  * was expected and what was found.
  */
 #ifndef PIER_CONFIG_H
@@ -22,6 +22,9 @@ struct pier_config {
     char environment[32];
     char listen_host[64];
     int64_t listen_port;
+    char listen_unix[108]; /* sockaddr_un.sun_path: "" = no Unix socket */
+    char listen_unix_mode[8];
+    char listen_unix_group[64];
     char prefix[128];
     int64_t workers; /* 0 = auto: one per CPU */
     int64_t log_level;
@@ -89,7 +92,8 @@ void pier_config_format_value(const struct pier_config *cfg, const struct pier_o
                               pier_buf_t *out);
 /* Append "key: old -> new" for each option that differs, comma-separated. Returns how many. */
 int pier_config_diff(const struct pier_config *a, const struct pier_config *b, pier_buf_t *out);
-/* Help text (for --help) and the markdown table of docs/configuration.md, both from the option table. */
+/* Help text (for --help) and the markdown table of docs/configuration.md, both from the option
+ * table. */
 void pier_config_write_help(pier_buf_t *out);
 void pier_config_write_markdown(pier_buf_t *out);
 

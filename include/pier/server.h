@@ -12,6 +12,7 @@
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include <uv.h>
 
@@ -44,6 +45,7 @@ struct pier_worker {
     uv_async_t wake;
     uv_timer_t tick;
     uv_tcp_t *listener;
+    uv_pipe_t *unix_listener; /* listen.unix, when set */
     const struct pier_config *cfg;
     struct pier_env env;
     struct pier_metrics metrics;
@@ -72,6 +74,9 @@ struct pier_server {
     size_t nsets;
     struct pier_worker *workers;
     int nworkers;
+    int unix_fd;    /* listen.unix: the socket workers hold duplicates of; -1 when none */
+    ino_t unix_ino; /* its file, so only our own file is unlinked */
+    char unix_path[108];
     atomic_int force_close;
     atomic_int max_connections; /* effective: the config, bounded by RLIMIT_NOFILE */
     atomic_int connections;
@@ -85,9 +90,9 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
 
 /* Worker side (src/conn.c). */
 int pier_worker_start_listening(struct pier_worker *w, int fd);
+int pier_worker_start_listening_unix(struct pier_worker *w, int fd);
 void pier_worker_on_wake(uv_async_t *handle);
 void pier_worker_tick(uv_timer_t *handle);
-void pier_worker_close_idle(struct pier_worker *w);
 void pier_worker_close_listener(struct pier_worker *w);
 unsigned pier_worker_close_all(struct pier_worker *w);
 void pier_worker_maybe_finish(struct pier_worker *w);

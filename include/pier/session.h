@@ -65,7 +65,7 @@ enum pier_session_flags {
 };
 
 struct pier_peer {
-    uint8_t family; /* 0 unknown, 4 or 6 */
+    uint8_t family; /* 0 unknown, 4 or 6; 1 a Unix socket (logged as "unix") */
     uint16_t port;
     uint8_t addr[16];
 };
