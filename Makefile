@@ -1,9 +1,9 @@
 # Thin wrapper over the CMake presets. The two commands a new user needs:
-#   make run    install what is missing, build, serve config/staging.yaml
+#   make run    install what is missing, build, serve config/pier/staging.yaml
 #   make test   install what is missing, build both presets, run the ctest suite under each
 # Everything else (bench, fuzz, docker …) is here too; see README.md.
 
-CONFIG ?= config/staging.yaml
+CONFIG ?= config/pier/staging.yaml
 FUZZ_SECONDS ?= 30
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 

@@ -56,7 +56,7 @@ other_slot() { if [[ $1 == blue ]]; then echo green; else echo blue; fi; }
 container_name() { echo "$name_prefix-$1-$2"; } # container_name ENV SLOT
 
 # cfg_get FILE KEY: a scalar from one of pier's shipped YAML files (two levels, `a` or
-# `a.b`), without quotes and comments; empty when absent. Enough for config/*.yaml.
+# `a.b`), without quotes and comments; empty when absent. Enough for config/pier/*.yaml.
 cfg_get() {
   [[ -f $1 ]] || return 0
   awk -v key="$2" '

@@ -34,7 +34,7 @@
 #   PIER_STAGING_PORTS    the same for staging (default "8001 8011")
 #   PIER_HEALTH_TIMEOUT   seconds to wait for `healthy` (default 60)
 #   PIER_SLOT_GRACE_MS    shutdown.grace_ms given to every slot (default 3000)
-#   PIER_SLOT_DRAIN_MS    shutdown.drain_ms (default: config/ENV.yaml's, else 10000)
+#   PIER_SLOT_DRAIN_MS    shutdown.drain_ms (default: config/pier/ENV.yaml's, else 10000)
 #   PIER_KEEP_RELEASES    releases per environment whose images are kept (default 2)
 #   NGINX_UPSTREAM_DIR    where ENV.conf lives (default /etc/nginx/upstreams)
 #   NGINX_BIN             nginx binary (default /usr/sbin/nginx); NGINX_PREFIX and
@@ -68,7 +68,7 @@ for n in "$health_timeout" "$settle_timeout" "$keep_releases" "${PIER_SLOT_GRACE
 done
 
 # pier's port and prefix inside the container, and its drain time, from the shipped config.
-cfg=$root/config/$env.yaml
+cfg=$root/config/pier/$env.yaml
 container_port=$(cfg_get "$cfg" listen.port)
 prefix=$(cfg_get "$cfg" prefix)
 default_drain=$(cfg_get "$cfg" shutdown.drain_ms)

@@ -2,9 +2,10 @@
 # k8s-validate.sh — offline checks of pier's Kubernetes manifests (config/kubernetes/).
 #
 # No cluster is needed. The script:
-#   1. lints the manifests (yamllint -d relaxed) and renders every overlay with
-#      `kubectl kustomize --load-restrictor LoadRestrictionsNone` (the ConfigMap is
-#      generated from config/*.yaml, outside the kustomization root);
+#   1. lints the manifests (yamllint -d relaxed) and renders every overlay the way
+#      `kubectl apply -k`, Argo CD and Flux do: plain `kubectl kustomize DIR`, no flags
+#      (kustomize's load restrictor on). The ConfigMap must hold config/pier/ENV.yaml byte
+#      for byte, and editing one environment's file must change only that overlay;
 #   2. installs the pinned checkers (npm ci in ci/k8s) and runs ci/k8s/check.js on each
 #      render: Kubernetes schema and unknown fields (kubernetes-models), pier's rules, and
 #      a real pier started on the overlay's ConfigMap content that must answer every
@@ -43,8 +44,21 @@ finish() {
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/pier-k8s-validate.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 
-render() { # render DIR OUT: kubectl kustomize with the restrictor the docs tell users to use
-  kubectl kustomize --load-restrictor LoadRestrictionsNone "$1" >"$2" 2>"$2.err"
+render() { # render DIR OUT: as `kubectl apply -k DIR` and GitOps tools do, with no flags
+  kubectl kustomize "$1" >"$2" 2>"$2.err"
+}
+
+# cm_data RENDER KEY: the value of KEY in the rendered ConfigMap(s), exactly as applied.
+cm_data() {
+  # shellcheck disable=SC2016 # JavaScript template literals, not shell expansions
+  node -e '
+    const YAML = require("./ci/k8s/node_modules/yaml");
+    const fs = require("fs");
+    const docs = YAML.parseAllDocuments(fs.readFileSync(process.argv[1], "utf8")).map((d) => d.toJS());
+    const cms = docs.filter((o) => o && o.kind === "ConfigMap" && o.data && process.argv[2] in o.data);
+    if (cms.length !== 1) { console.error(`${cms.length} ConfigMaps hold ${process.argv[2]}`); process.exit(1); }
+    process.stdout.write(cms[0].data[process.argv[2]]);
+  ' "$1" "$2"
 }
 
 # --- tools ---------------------------------------------------------------------------
@@ -87,10 +101,10 @@ fi
 
 # --- sources ---------------------------------------------------------------------------
 for env in "${overlays[@]}"; do
-  if [ -f "config/$env.yaml" ]; then
-    ok "config/$env.yaml exists (source of the $env ConfigMap)"
+  if [ -f "config/pier/$env.yaml" ]; then
+    ok "config/pier/$env.yaml exists (source of the $env ConfigMap)"
   else
-    fail "config/$env.yaml is missing (the $env ConfigMap is generated from it)"
+    fail "config/pier/$env.yaml is missing (the $env ConfigMap is generated from it)"
   fi
 done
 if yamllint -d relaxed "$kdir" >"$tmp/yamllint.log" 2>&1; then
@@ -104,8 +118,15 @@ fi
 check_args=()
 for env in "${overlays[@]}"; do
   if render "$kdir/overlays/$env" "$tmp/$env.yaml"; then
-    ok "kubectl kustomize renders overlays/$env ($(grep -c '^kind:' "$tmp/$env.yaml") objects)"
+    ok "kubectl kustomize renders overlays/$env with no flags ($(grep -c '^kind:' "$tmp/$env.yaml") objects)"
     check_args+=(--render "$env=$tmp/$env.yaml")
+    if cm_data "$tmp/$env.yaml" "$env.yaml" >"$tmp/$env.cm" 2>"$tmp/$env.cm.err" &&
+      cmp -s "$tmp/$env.cm" "config/pier/$env.yaml"; then
+      ok "overlays/$env: its one ConfigMap holds config/pier/$env.yaml byte for byte"
+    else
+      cat "$tmp/$env.cm.err"
+      fail "overlays/$env: the ConfigMap's $env.yaml is not config/pier/$env.yaml"
+    fi
   else
     cat "$tmp/$env.yaml.err"
     fail "kubectl kustomize overlays/$env"
@@ -115,8 +136,7 @@ done
 # The optional ServiceMonitor component, added to each overlay the way
 # docs/kubernetes.md#apply-an-overlay says, in a scratch copy of config/.
 mkdir -p "$tmp/withsm/config"
-cp -R "$kdir" "$tmp/withsm/config/"
-cp config/*.yaml "$tmp/withsm/config/" 2>/dev/null || true
+cp -R "$kdir" config/pier "$tmp/withsm/config/"
 for env in "${overlays[@]}"; do
   printf 'components:\n  - ../../components/servicemonitor\n' \
     >>"$tmp/withsm/$kdir/overlays/$env/kustomization.yaml"
@@ -154,10 +174,32 @@ if [ "${#check_args[@]}" -gt 1 ]; then
   fi
 fi
 
+# --- one environment's config change rolls that environment only ----------------------
+# A changed file is a new ConfigMap name (content hash), hence a new pod template.
+mkdir -p "$tmp/edit/config"
+cp -R "$kdir" config/pier "$tmp/edit/config/"
+for env in "${overlays[@]}"; do
+  printf '# edited\n' >>"$tmp/edit/config/pier/$env.yaml"
+  for other in "${overlays[@]}"; do
+    render "$tmp/edit/$kdir/overlays/$other" "$tmp/edit-$env-$other.yaml" || cat "$tmp/edit-$env-$other.yaml.err"
+    if [ "$other" = "$env" ]; then
+      if ! cmp -s "$tmp/edit-$env-$other.yaml" "$tmp/$other.yaml"; then
+        ok "editing config/pier/$env.yaml changes overlays/$other's render"
+      else
+        fail "editing config/pier/$env.yaml leaves overlays/$other's render as it was"
+      fi
+    elif cmp -s "$tmp/edit-$env-$other.yaml" "$tmp/$other.yaml"; then
+      ok "editing config/pier/$env.yaml leaves overlays/$other's render as it was"
+    else
+      fail "editing config/pier/$env.yaml changes overlays/$other's render"
+    fi
+  done
+  cp "config/pier/$env.yaml" "$tmp/edit/config/pier/$env.yaml"
+done
+
 # --- the checker must catch a typo in the kustomize sources ---------------------------
 mkdir -p "$tmp/typo/config"
-cp -R "$kdir" "$tmp/typo/config/"
-cp config/*.yaml "$tmp/typo/config/" 2>/dev/null || true
+cp -R "$kdir" config/pier "$tmp/typo/config/"
 sed -i 's/^\( *\)readinessProbe:/\1readinesProbe:/' "$tmp/typo/$kdir/base/deployment.yaml"
 if ! grep -q 'readinesProbe:' "$tmp/typo/$kdir/base/deployment.yaml"; then
   fail "selftest: could not put the readinesProbe typo into base/deployment.yaml"

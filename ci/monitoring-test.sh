@@ -18,7 +18,7 @@
 # The scrape config is also checked against the blue/green deploy: one
 # target per environment and slot, on the slot's port from ci/deploy-lib.sh
 # (slot_port, the VM's defaults), with env, slot and the metrics path under
-# the environment's prefix (config/ENV.yaml); and every environment has its
+# the environment's prefix (config/pier/ENV.yaml); and every environment has its
 # absent() term in PierDown.
 set -euo pipefail
 
@@ -133,7 +133,7 @@ deploy_slots() {
 		set -eu
 		. ci/deploy-lib.sh
 		for e in prod staging; do
-			prefix=$(cfg_get "config/$e.yaml" prefix)
+			prefix=$(cfg_get "config/pier/$e.yaml" prefix)
 			for s in blue green; do
 				echo "$e $s $(slot_port "$e" "$s") ${prefix:-/$e}"
 			done

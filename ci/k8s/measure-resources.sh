@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # measure-resources.sh — the figures behind the Deployment's requests and limits.
 #
-# Starts pier with config/prod.yaml (and the Deployment's PIER_SHUTDOWN_GRACE_MS) on
+# Starts pier with config/pier/prod.yaml (and the Deployment's PIER_SHUTDOWN_GRACE_MS) on
 # 127.0.0.1 and an ephemeral port, then drives it with wrk through a few bounded loads,
 # sampling VmRSS from /proc/PID/status every 0.2 s and pier's CPU time from /proc/PID/stat.
 # Prints one line per load: requests/s, CPU cores used, CPU-seconds per 1000 requests,
@@ -37,7 +37,7 @@ cleanup() {
 trap cleanup EXIT
 
 # The access log goes through a pipe, as it does to the container runtime.
-PIER_SHUTDOWN_GRACE_MS=5000 "$pier_bin" --config "$root/config/prod.yaml" \
+PIER_SHUTDOWN_GRACE_MS=5000 "$pier_bin" --config "$root/config/pier/prod.yaml" \
   --set listen.host=127.0.0.1 --set listen.port=0 > >(cat >"$tmp/pier.log") 2>"$tmp/pier.err" &
 pid=$!
 port=""

@@ -2,7 +2,7 @@
 # test/bench/run.sh — pier's health endpoint against nginx `return 200`, on this machine.
 #
 # What it measures, all on 127.0.0.1 (see docs/performance.md for the method and results):
-#   1. pier (config/prod.yaml, access log on, then off) and nginx (`return 200` with the same
+#   1. pier (config/pier/prod.yaml, access log on, then off) and nginx (`return 200` with the same
 #      body, Content-Type and path, the same worker count, access log on/off to match) run
 #      alternately, A B A B, for BENCH_ROUNDS rounds. Each start is timed from exec to the
 #      first 2xx; each server then gets `wrk -t1 -d${BENCH_DURATION}s --latency` at 64 and at
@@ -111,7 +111,7 @@ free_port() {
 
 # ---- the reference body: the bytes pier answers (uptime 0), so nginx sends the same size ---
 body_port=$(free_port)
-"$PIER_BIN" --config "$ROOT/config/prod.yaml" --set listen.host=127.0.0.1 \
+"$PIER_BIN" --config "$ROOT/config/pier/prod.yaml" --set listen.host=127.0.0.1 \
     --set "listen.port=$body_port" --set log.access=false >"$TMP/body-pier.log" 2>&1 &
 body_pid=$!
 PIDS+=("$body_pid")
@@ -194,7 +194,7 @@ server_cmd() {
         local access=true workers=1
         [ "$name" = pier-on ] || access=false
         [ "$name" = pier-auto ] && workers=auto
-        printf '%s\n' "$PIER_BIN" --config "$ROOT/config/prod.yaml" \
+        printf '%s\n' "$PIER_BIN" --config "$ROOT/config/pier/prod.yaml" \
             --set listen.host=127.0.0.1 --set "listen.port=$port" \
             --set "log.access=$access" --set "workers=$workers"
         ;;

@@ -50,7 +50,7 @@ class ConfigErrors(unittest.TestCase):
 
     def test_shipped_configs_pass(self):
         for env, port, prefix in (("prod", 8000, "/prod"), ("staging", 8001, "/staging")):
-            r = run(["--check-config", os.path.join(ROOT, "config", env + ".yaml")])
+            r = run(["--check-config", os.path.join(ROOT, "config", "pier", env + ".yaml")])
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertIn("is valid", r.stdout)
             self.assertIn("environment %s" % env, r.stdout)
@@ -151,7 +151,7 @@ class Precedence(unittest.TestCase):
             self.assertEqual(p.get("/prod/health").status, 200)
 
     def test_pier_env_selects_shipped_file(self):
-        r = run(["--check-config", os.path.join(ROOT, "config", "staging.yaml")])
+        r = run(["--check-config", os.path.join(ROOT, "config", "pier", "staging.yaml")])
         self.assertEqual(r.returncode, 0)
         # --probe loads the config the same way the server does: PIER_ENV in PIER_CONFIG_DIR
         with Pier(config="listen: {host: 127.0.0.1, port: 0}\nprefix: /staging\n") as p:
