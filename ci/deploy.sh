@@ -162,6 +162,11 @@ else
     fail "cannot pull $image: is the tag pushed, is this VM logged in to the registry? (or set PIER_IMAGE_FILE)"
 fi
 
+# The registry digest of what runs (empty for an image built or loaded here): the history
+# records it, so a tag moved or re-pushed later cannot hide which bytes were deployed.
+digest=$(docker image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' "$image" 2>/dev/null |
+  sed -n "s|^$image_repo@||p" | head -n 1)
+
 # ------------------------------------------------------------------ 2. the idle slot
 if docker inspect "$new_name" >/dev/null 2>&1; then
   say "removing the idle slot's old container $new_name"
@@ -310,7 +315,7 @@ unlock nginx
 
 # ------------------------------------------------------------------ 5. the old slot
 history_add "$env" "$action" "$tag" success "$new_slot" "$new_port" "$image" \
-  "previous: ${old_tag:-none}${old_slot:+ on $old_slot}"
+  "previous: ${old_tag:-none}${old_slot:+ on $old_slot}; digest: ${digest:-none (not from a registry)}"
 recorded=1
 if [[ -n $old_name ]] && docker inspect "$old_name" >/dev/null 2>&1; then
   old_timeout=$(docker inspect -f '{{index .Config.Labels "pier.stop-timeout"}}' "$old_name" 2>/dev/null || true)

@@ -10,7 +10,9 @@
 #      render: Kubernetes schema and unknown fields (kubernetes-models), pier's rules, and
 #      a real pier started on the overlay's ConfigMap content that must answer every
 #      probe path with 200 and drain as the manifests expect;
-#   3. proves the checker bites: a `readinesProbe` typo put into the kustomize sources
+#   3. renders both overlays for a pushed image pinned by digest (ci/k8s-manifests.sh, what
+#      the deploy workflow publishes) and checks that only the image changed;
+#   4. proves the checker bites: a `readinesProbe` typo put into the kustomize sources
 #      must make the render fail the checks.
 # The last line is "kubernetes: N passed, M failed"; the exit status is 1 on any failure.
 #
@@ -172,6 +174,22 @@ if [ "${#check_args[@]}" -gt 1 ]; then
     passed=$((passed + p))
     failed=$((failed + f))
   fi
+fi
+
+# --- the deploy workflow's renders: the pushed image pinned by digest, nothing else changed
+fake_digest="sha256:$(printf '%064d' 1)"
+if ci/k8s-manifests.sh ghcr.io/example/pier 0123abc "$fake_digest" "$tmp/release" >"$tmp/release.log" 2>&1; then
+  for env in "${overlays[@]}"; do
+    if diff <(grep -v '^ *image: ' "$tmp/$env.yaml") <(grep -v '^ *image: ' "$tmp/release/pier-$env.yaml") >/dev/null &&
+      grep -q "^ *image: ghcr.io/example/pier:0123abc@$fake_digest\$" "$tmp/release/pier-$env.yaml"; then
+      ok "ci/k8s-manifests.sh: overlays/$env with the image pinned by tag and digest, nothing else changed"
+    else
+      fail "ci/k8s-manifests.sh: overlays/$env's render differs from the overlay's beyond the image"
+    fi
+  done
+else
+  cat "$tmp/release.log"
+  fail "ci/k8s-manifests.sh"
 fi
 
 # --- one environment's config change rolls that environment only ----------------------

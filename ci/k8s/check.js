@@ -10,8 +10,9 @@
 //     looked up (in an object it did not enumerate as a map) is not in the schema;
 //   - pier's own rules: API versions, image tag, security context, ports and probe
 //     paths against the config file in the generated ConfigMap, grace period, rollout;
-//   - with a pier binary: starts the real pier on that ConfigMap content, GETs every
-//     probe path and the scrape path, and sends SIGTERM to watch readiness turn 503
+//   - with a pier binary: starts the real pier on that ConfigMap content (and a token
+//     file where the metrics token Secret is mounted), GETs every probe path and the
+//     scrape path (with the token, and without it for a 401), and sends SIGTERM to watch readiness turn 503
 //     while liveness stays 200 and pier exit before terminationGracePeriodSeconds.
 // Then it breaks known-good objects on purpose (a `readinesProbe` typo, `latest` tag,
 // a wrong port, ...) and expects each check to catch its breakage: a checker that
@@ -230,6 +231,7 @@ function podConfig(objs) {
   };
   const num = (k) => Number(value(k));
   return {
+    tokenFile: String(value("metrics.token_file") || ""),
     cm,
     key,
     text,
@@ -240,6 +242,21 @@ function podConfig(objs) {
     graceMs: num("shutdown.grace_ms"),
     drainMs: num("shutdown.drain_ms"),
   };
+}
+
+// The metrics token file (metrics.token_file, PIER_METRICS_TOKEN_FILE) resolved through the
+// container's volume mounts: the Secret and key it comes from, or null when none is set.
+function tokenSource(objs) {
+  const { c, pod } = container(objs);
+  const file = podConfig(objs).tokenFile;
+  if (!file) return null;
+  const mount = (c.volumeMounts || []).find((m) => file.startsWith(m.mountPath.replace(/\/$/, "") + "/"));
+  if (!mount) throw new Error(`metrics token file ${file} is under no volume mount`);
+  const vol = (pod.volumes || []).find((v) => v.name === mount.name);
+  if (!vol || !vol.secret) throw new Error(`metrics token file ${file}: volume ${mount.name} is not a Secret`);
+  const rel = file.slice(mount.mountPath.replace(/\/$/, "").length + 1);
+  const item = (vol.secret.items || []).find((i) => i.path === rel);
+  return { file, mount, secret: vol.secret.secretName, key: item ? item.key : rel, optional: !!vol.secret.optional };
 }
 
 // A probe's or Service's port (number or name) as a container port number.
@@ -300,6 +317,16 @@ const checks = {
       if (!m) return [`${c.name}: image ${img} has no tag`];
       if (m[1] === "latest") return [`${c.name}: image ${img} uses latest`];
       return [];
+    });
+  },
+
+  // A name a cluster can pull: a registry host first (a bare "pier" means docker.io/library).
+  "image names a registry a cluster can pull from": (objs) => {
+    const { pod } = container(objs);
+    return [...(pod.initContainers || []), ...pod.containers].flatMap((c) => {
+      const img = String(c.image || "");
+      const host = img.includes("/") ? img.split("/")[0] : "";
+      return /[.:]/.test(host) || host === "localhost" ? [] : [`${c.name}: image ${img} names no registry host`];
     });
   },
 
@@ -407,6 +434,18 @@ const checks = {
     return problems;
   },
 
+  // The token lives in a Secret made outside git (the Secret is not rendered: an applied
+  // placeholder would reset the real token on every `kubectl apply -k` or GitOps sync).
+  "metrics token is a file from a Secret": (objs) => {
+    const src = tokenSource(objs);
+    if (!src) return ["no metrics.token_file: /metrics is open to anyone who reaches the pod"];
+    const problems = [];
+    if (!src.mount.readOnly) problems.push(`volume mount ${src.mount.name} is not readOnly`);
+    if (src.optional) problems.push(`Secret ${src.secret} is optional: without it pier would refuse to start`);
+    for (const s of find(objs, "Secret")) problems.push(`${id(s)} is in the render (a token in git)`);
+    return problems;
+  },
+
   "terminationGracePeriodSeconds exceeds grace + drain": (objs) => {
     const { pod } = container(objs);
     const cfg = podConfig(objs);
@@ -476,9 +515,9 @@ const checks = {
 // The real pier: start it on the overlay's ConfigMap content and ask it what the
 // kubelet would ask.
 
-function httpGet(port, urlPath, timeoutMs = 2000) {
+function httpGet(port, urlPath, timeoutMs = 2000, headers = {}) {
   return new Promise((resolve) => {
-    const req = http.get({ host: "127.0.0.1", port, path: urlPath, timeout: timeoutMs, agent: false }, (res) => {
+    const req = http.get({ host: "127.0.0.1", port, path: urlPath, headers, timeout: timeoutMs, agent: false }, (res) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (d) => (body += d));
@@ -504,6 +543,15 @@ async function startPier(bin, objs, dir) {
   const env = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith("PIER_")) delete env[k];
   Object.assign(env, cfg.env, { PIER_CONFIG: file });
+  // The Secret's file, as the kubelet would mount it, with a token made for this run.
+  const src = tokenSource(objs);
+  let token = null;
+  if (src) {
+    token = require("crypto").randomBytes(24).toString("hex");
+    const tokenFile = path.join(dir, `${cfg.key}.metrics-token`);
+    fs.writeFileSync(tokenFile, token + "\n", { mode: 0o600 });
+    env.PIER_METRICS_TOKEN_FILE = tokenFile;
+  }
   const args = [...cfg.args, "--set", "listen.host=127.0.0.1", "--set", "listen.port=0"];
   const child = spawn(bin, args, { env, stdio: ["ignore", "pipe", "pipe"] });
   const out = { lines: [], stderr: "", exit: null };
@@ -531,7 +579,7 @@ async function startPier(bin, objs, dir) {
     for (const line of out.lines) {
       try {
         const j = JSON.parse(line);
-        if (j.msg === "listening" && Number(j.port) > 0) return { child, out, cfg, listening: j };
+        if (j.msg === "listening" && Number(j.port) > 0) return { child, out, cfg, token, listening: j };
       } catch (e) {
         /* not JSON: ignore */
       }
@@ -580,11 +628,16 @@ async function pierChecks(bin, env, objs, dir) {
       report(`${env}: GET ${p} -> 200 from real pier`, r.status === 200 ? [] : [`got ${r.status} ${r.body.slice(0, 200)}`]);
     }
     const mpath = ann["prometheus.io/path"];
-    const m = await httpGet(port, mpath);
+    const auth = run.token ? { Authorization: `Bearer ${run.token}` } : {};
+    const m = await httpGet(port, mpath, 2000, auth);
     report(
-      `${env}: GET ${mpath} (scrape path) -> 200 with pier_ metrics`,
+      `${env}: GET ${mpath} (scrape path${run.token ? ", the Secret's token" : ""}) -> 200 with pier_ metrics`,
       m.status === 200 && /^pier_/m.test(m.body) ? [] : [`got ${m.status} ${m.body.slice(0, 200)}`],
     );
+    if (run.token) {
+      const anon = await httpGet(port, mpath);
+      report(`${env}: GET ${mpath} without the token -> 401`, anon.status === 401 ? [] : [`got ${anon.status}`]);
+    }
     // A path pier does not serve must not pass: proves the GETs above mean something.
     const bogus = await httpGet(port, `${cfg.prefix}/health/no-such-probe`);
     report(`${env}: selftest: a probe on a path pier does not serve fails`, bogus.status === 200 ? ["got 200"] : []);
@@ -802,6 +855,47 @@ const BREAKAGES = [
   },
 ];
 
+BREAKAGES.push(
+  {
+    what: "an image without a registry (pier:0.1.0)",
+    expect: "names no registry host",
+    check: "image names a registry a cluster can pull from",
+    apply: (objs) => {
+      pierContainer(objs).image = "pier:0.1.0";
+    },
+  },
+  {
+    what: "metrics token from a ConfigMap volume",
+    expect: "is not a Secret",
+    check: "metrics token is a file from a Secret",
+    apply: (objs) => {
+      const { c, pod } = container(objs);
+      const src = tokenSource(objs);
+      const vol = pod.volumes.find((v) => v.name === src.mount.name);
+      delete vol.secret;
+      vol.configMap = { name: "pier-metrics-token" };
+    },
+  },
+  {
+    what: "a Secret with the token in the render",
+    expect: "is in the render",
+    check: "metrics token is a file from a Secret",
+    apply: (objs) => {
+      const ns = deploymentOf(objs).metadata.namespace;
+      objs.push({ apiVersion: "v1", kind: "Secret", metadata: { name: "pier-metrics-token", namespace: ns }, stringData: { token: "x" } });
+    },
+  },
+  {
+    what: "no metrics.token_file",
+    expect: "no metrics.token_file",
+    check: "metrics token is a file from a Secret",
+    apply: (objs) => {
+      const c = pierContainer(objs);
+      c.env = c.env.filter((e) => e.name !== "PIER_METRICS_TOKEN_FILE");
+    },
+  },
+);
+
 function selftest(env, objs) {
   for (const b of BREAKAGES) {
     const broken = clone(objs);
@@ -849,8 +943,15 @@ async function main() {
         if (!s.metadata.namespace) smProblems.push("ServiceMonitor has no namespace");
         const eps = s.spec.endpoints || [];
         if (!eps.some((e) => e.port === "http")) smProblems.push("no endpoint on port http");
+        const src = tokenSource(objs);
+        for (const e of eps) {
+          const cred = ((e.authorization || {}).credentials || {});
+          if (src && (cred.name !== src.secret || cred.key !== src.key)) {
+            smProblems.push(`endpoint ${e.port} sends no bearer token from Secret ${src.secret} key ${src.key}`);
+          }
+        }
       }
-      report(`${env}: ServiceMonitor selects the http port in the overlay's namespace`, smProblems);
+      report(`${env}: ServiceMonitor selects the http port in the overlay's namespace, with the metrics token`, smProblems);
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
