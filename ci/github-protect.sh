@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Branch protection as code: apply pier's rules to main and develop with the GitHub CLI.
 #
-#   ci/github-protect.sh [--repo OWNER/NAME] [BRANCH...]      apply (default: main develop)
-#   ci/github-protect.sh --dry-run [BRANCH...]                print, change nothing
+#   ci/github-protect.sh [--repo OWNER/NAME] [--reviews N] [BRANCH...]   apply (default: main develop)
+#   ci/github-protect.sh --dry-run [--reviews N] [BRANCH...]             print, change nothing
+#
+#   --reviews N   approving reviews a pull request needs, 0 to 6 (default 1, or
+#                 PIER_REQUIRED_REVIEWS). A repository with one maintainer uses 0: GitHub
+#                 never lets the author approve their own pull request, so with 1 and
+#                 administrators bound too, nothing could ever merge. 0 still requires a
+#                 pull request and every check; only the approval is dropped.
 #
 # Rules, the same for both branches:
-#   - the ci.yml jobs lint, test, fuzz and image must pass, reported by GitHub Actions
+#   - every ci.yml job (REQUIRED_CHECKS below) must pass, reported by GitHub Actions
 #     (app id 15368, so no other app can post a look-alike status), on a branch that is up
 #     to date with its base;
-#   - one approving review; a new push dismisses old approvals; the last pusher can't be
-#     the only approver; review threads must be resolved;
+#   - changes arrive by pull request with N approving reviews; a new push dismisses old
+#     approvals; with N >= 1 the last pusher can't be the only approver; review threads
+#     must be resolved;
 #   - linear history, no force pushes, no deletion;
 #   - all of it also binds administrators.
 # Applying also turns off merge commits for the repository (linear history forbids them,
@@ -26,7 +33,7 @@
 set -euo pipefail
 
 # The ci.yml job ids (a job's check name is its id when it has no `name:`).
-REQUIRED_CHECKS=(lint test fuzz image)
+REQUIRED_CHECKS=(lint test fuzz memcheck bench-smoke monitoring kubernetes ubuntu image nginx compose deploy-test)
 GITHUB_ACTIONS_APP_ID=15368
 
 usage() {
@@ -48,10 +55,10 @@ payload() {
   },
   "enforce_admins": true,
   "required_pull_request_reviews": {
-    "required_approving_review_count": 1,
+    "required_approving_review_count": $reviews,
     "dismiss_stale_reviews": true,
     "require_code_owner_reviews": false,
-    "require_last_push_approval": true
+    "require_last_push_approval": $( ((reviews > 0)) && echo true || echo false)
   },
   "restrictions": null,
   "required_linear_history": true,
@@ -66,6 +73,7 @@ EOF
 
 dry_run=0
 repo=${GH_REPO:-}
+reviews=${PIER_REQUIRED_REVIEWS:-1}
 branches=()
 while (($#)); do
   case $1 in
@@ -76,6 +84,14 @@ while (($#)); do
         exit 2
       }
       repo=$2
+      shift
+      ;;
+    --reviews)
+      [[ $# -ge 2 ]] || {
+        echo "github-protect: --reviews needs a number" >&2
+        exit 2
+      }
+      reviews=$2
       shift
       ;;
     -h | --help)
@@ -92,6 +108,11 @@ while (($#)); do
   shift
 done
 ((${#branches[@]})) || branches=(main develop)
+
+if [[ ! $reviews =~ ^[0-6]$ ]]; then
+  echo "github-protect: --reviews '$reviews': expected a number from 0 to 6" >&2
+  exit 2
+fi
 
 for b in "${branches[@]}"; do
   if [[ ! $b =~ ^[A-Za-z0-9_][A-Za-z0-9._/-]*$ || $b == *..* || $b == */ || $b == *.lock ]]; then
@@ -130,7 +151,7 @@ gh repo edit "$repo" --enable-merge-commit=false --enable-squash-merge --enable-
   --delete-branch-on-merge
 
 for b in "${branches[@]}"; do
-  echo "github-protect: $repo: protecting $b (checks: ${REQUIRED_CHECKS[*]})"
+  echo "github-protect: $repo: protecting $b (reviews: $reviews; checks: ${REQUIRED_CHECKS[*]})"
   payload | gh api --method PUT \
     -H "Accept: application/vnd.github+json" -H "X-GitHub-Api-Version: 2022-11-28" \
     "repos/$repo/branches/$b/protection" --input - \

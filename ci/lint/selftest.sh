@@ -3,7 +3,7 @@
 # them as the `ci-scripts` check):
 #   ci/public-smoke.sh    against a fake pier on 127.0.0.1 (pass after retries, an old
 #                         release still answering, refused connections, bad arguments)
-#   ci/github-protect.sh  --dry-run output, bad branch names
+#   ci/github-protect.sh  --dry-run output, --reviews (0 for one maintainer), bad arguments
 #   ci/remote-deploy.sh   argument and secret checks; and, when sshd is installed and we
 #                         are root, a real deploy through a throwaway sshd on a loopback
 #                         port: files shipped, ci/deploy.sh's exit status passed back, the
@@ -117,7 +117,13 @@ expect 2 "public-smoke: rejects a tag with shell characters" "$root/ci/public-sm
 
 expect 0 "github-protect: --dry-run works offline" "$root/ci/github-protect.sh" --dry-run
 output_has '"required_linear_history": true' "github-protect: linear history required"
+output_has '"required_approving_review_count": 1,' "github-protect: one approving review by default"
 expect 2 "github-protect: rejects a bad branch name" "$root/ci/github-protect.sh" --dry-run 'a..b'
+expect 0 "github-protect: --reviews 0 (one maintainer)" "$root/ci/github-protect.sh" --dry-run --reviews 0 main
+output_has '"required_approving_review_count": 0,' "github-protect: --reviews 0 requires no approval"
+output_has '"require_last_push_approval": false' "github-protect: --reviews 0 needs no approval of the last push"
+output_has '"enforce_admins": true' "github-protect: --reviews 0 still binds administrators"
+expect 2 "github-protect: rejects --reviews 7" "$root/ci/github-protect.sh" --dry-run --reviews 7
 
 # --- ci/remote-deploy.sh -----------------------------------------------------------------
 
