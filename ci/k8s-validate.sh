@@ -6,6 +6,8 @@
 #      `kubectl apply -k`, Argo CD and Flux do: plain `kubectl kustomize DIR`, no flags
 #      (kustomize's load restrictor on). The ConfigMap must hold config/pier/ENV.yaml byte
 #      for byte, and editing one environment's file must change only that overlay;
+#      `kubectl apply -k DIR --dry-run=client -o yaml` must give the same objects, against
+#      an empty API on loopback (ci/k8s/discovery-api.py), with no flags either;
 #   2. installs the pinned checkers (npm ci in ci/k8s) and runs ci/k8s/check.js on each
 #      render: Kubernetes schema and unknown fields (kubernetes-models), pier's rules, and
 #      a real pier started on the overlay's ConfigMap content that must answer every
@@ -44,7 +46,12 @@ finish() {
 }
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/pier-k8s-validate.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
+api_pid=
+cleanup() {
+  [ -z "$api_pid" ] || kill "$api_pid" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
 
 render() { # render DIR OUT: as `kubectl apply -k DIR` and GitOps tools do, with no flags
   kubectl kustomize "$1" >"$2" 2>"$2.err"
@@ -134,6 +141,39 @@ for env in "${overlays[@]}"; do
     fail "kubectl kustomize overlays/$env"
   fi
 done
+
+# `kubectl apply -k DIR --dry-run=client -o yaml`, exactly as a user types it, against an
+# empty API on loopback (ci/k8s/discovery-api.py: discovery, no schemas, no objects): the
+# same objects as the render, and nothing written.
+python3 ci/k8s/discovery-api.py "$tmp/api.port" 2>"$tmp/api.log" &
+api_pid=$!
+for _ in $(seq 1 100); do [ -s "$tmp/api.port" ] && break; sleep 0.1; done
+if [ -s "$tmp/api.port" ]; then
+  printf 'apiVersion: v1\nkind: Config\nclusters: [{name: d, cluster: {server: "http://127.0.0.1:%s"}}]\ncontexts: [{name: d, context: {cluster: d, user: d}}]\ncurrent-context: d\nusers: [{name: d, user: {}}]\n' \
+    "$(cat "$tmp/api.port")" >"$tmp/kubeconfig"
+  for env in "${overlays[@]}"; do
+    if KUBECONFIG="$tmp/kubeconfig" kubectl apply -k "$kdir/overlays/$env" --dry-run=client -o yaml \
+      >"$tmp/apply-$env.yaml" 2>"$tmp/apply-$env.err"; then
+      want=$(grep -E '^(kind|  name|        image):' "$tmp/$env.yaml" | grep -v '^  name: app' | sort | tr '\n' ' ')
+      got=$(sed -n 's/^  //p' "$tmp/apply-$env.yaml" | grep -E '^(kind|  name|        image):' | grep -v '^  name: app' | sort | tr '\n' ' ')
+      if [ -n "$want" ] && [ "$want" = "$got" ]; then
+        ok "kubectl apply -k overlays/$env --dry-run=client: no flags, the rendered objects and image"
+      else
+        fail "kubectl apply -k overlays/$env --dry-run=client: objects differ from the render (want: $want; got: $got)"
+      fi
+    else
+      cat "$tmp/apply-$env.err"
+      fail "kubectl apply -k overlays/$env --dry-run=client"
+    fi
+  done
+  if grep -qvE '^GET ' "$tmp/api.log"; then
+    fail "kubectl apply --dry-run=client wrote to the API: $(grep -vE '^GET ' "$tmp/api.log" | head -n 3 | tr '\n' ' ')"
+  fi
+else
+  fail "ci/k8s/discovery-api.py did not start: $(head -c 300 "$tmp/api.log")"
+fi
+kill "$api_pid" 2>/dev/null || true
+api_pid=
 
 # The optional ServiceMonitor component, added to each overlay the way
 # docs/kubernetes.md#apply-an-overlay says, in a scratch copy of config/.
