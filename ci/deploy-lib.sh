@@ -1,22 +1,26 @@
 # shellcheck shell=bash disable=SC2034 # its variables are used by the scripts that source it
 # Shared by ci/deploy.sh and ci/rollback.sh (sourced, not run): the settings of a VM's
-# deploys, the release history, locks and the nginx commands. Everything that differs
-# between the VM and a test is an environment variable read here; docs/deploys.md#settings lists them.
+# deploys, the release history, locks and the slot layout. Everything that differs between
+# the VM and a test is an environment variable read here; docs/deploys.md lists them.
 #
-# Layout on the VM (PIER_DEPLOY_DIR, default /srv/pier):
-#   releases/history.tsv   one line per deploy attempt, tab-separated:
-#                          time  env  action  tag  result  slot  port  image  message
-#   releases/.*.lock       flock files: one per environment, one for nginx, one for images
-# The live colour of an environment is the port in NGINX_UPSTREAM_DIR/ENV.conf: what nginx
-# sends traffic to is the truth, not a state file that could disagree with it.
+# Layout on the VM:
+#   PIER_DEPLOY_DIR (/srv/pier)/releases/history.tsv
+#                          one line per deploy attempt, tab-separated:
+#                          time  env  action  tag  result  slot  ports  image  message
+#   PIER_DEPLOY_DIR/releases/.*.lock   flock files: one per environment, one for images
+#   PIER_SOCKET_DIR (/srv/pier/run)/ENV/{blue,green}/{a,b}.sock
+#                          the Unix sockets of each slot's two replicas (ci/socket-dirs.sh)
+#   PIER_SOCKET_DIR/ENV/current -> blue|green
+#                          the live slot: nginx connects to ENV/current/a.sock and b.sock.
+# What nginx sends traffic to (the link) is the state; no second file could disagree with it.
 
 deploy_dir=${PIER_DEPLOY_DIR:-/srv/pier}
 releases_dir=$deploy_dir/releases
 history_file=$releases_dir/history.tsv
 image_repo=${PIER_IMAGE:-pier}
 name_prefix=${PIER_NAME_PREFIX:-pier}
-upstream_dir=${NGINX_UPSTREAM_DIR:-/etc/nginx/upstreams}
-nginx_pid_file=${NGINX_PID_FILE:-/run/nginx.pid}
+socket_dir=${PIER_SOCKET_DIR:-/srv/pier/run}
+replicas=(a b)
 
 say() { printf '%s: %s\n' "${deploy_prog:-deploy}" "$*" >&2; }
 die() { # die STATUS MESSAGE
@@ -39,21 +43,22 @@ deploy_env() {
 # valid_tag TAG: what docker accepts as a tag.
 valid_tag() { [[ $1 =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]]; }
 
-# slot_port ENV SLOT: the host port (on 127.0.0.1) of ENV's blue or green slot.
-#   PIER_PROD_PORTS="8000 8010", PIER_STAGING_PORTS="8001 8011" (blue first).
+# slot_port ENV SLOT REPLICA: the host port (on 127.0.0.1) of one replica of ENV's blue or
+# green slot, for Docker's health probe, the deploy's checks and Prometheus (nginx uses the
+# sockets). PIER_PROD_PORTS="8000 8002 8010 8012", PIER_STAGING_PORTS="8001 8003 8011 8013":
+# blue a, blue b, green a, green b.
 slot_port() {
-  local ports
+  local ports i=0
   case $1 in
-    prod) read -r -a ports <<<"${PIER_PROD_PORTS:-8000 8010}" ;;
-    staging) read -r -a ports <<<"${PIER_STAGING_PORTS:-8001 8011}" ;;
+    prod) read -r -a ports <<<"${PIER_PROD_PORTS:-8000 8002 8010 8012}" ;;
+    staging) read -r -a ports <<<"${PIER_STAGING_PORTS:-8001 8003 8011 8013}" ;;
   esac
-  case $2 in
-    blue) echo "${ports[0]}" ;;
-    green) echo "${ports[1]}" ;;
-  esac
+  [[ $2 == green ]] && i=2
+  [[ $3 == b ]] && i=$((i + 1))
+  echo "${ports[$i]:-}"
 }
 other_slot() { if [[ $1 == blue ]]; then echo green; else echo blue; fi; }
-container_name() { echo "$name_prefix-$1-$2"; } # container_name ENV SLOT
+container_name() { echo "$name_prefix-$1-$2-$3"; } # container_name ENV SLOT REPLICA
 
 # cfg_get FILE KEY: a scalar from one of pier's shipped YAML files (two levels, `a` or
 # `a.b`), without quotes and comments; empty when absent. Enough for config/pier/*.yaml.
@@ -71,37 +76,47 @@ cfg_get() {
     }' "$1"
 }
 
-# upstream_port ENV: the port nginx's upstream file for ENV points at (empty if none).
-upstream_port() {
-  local f=$upstream_dir/$1.conf
-  [[ -f $f ]] || return 0
-  sed -nE 's/^[[:space:]]*server[[:space:]]+127\.0\.0\.1:([0-9]+).*/\1/p' "$f" | head -n 1
+# active_slot ENV: blue or green, the slot ENV/current links to; empty before the first deploy.
+active_slot() {
+  local t
+  t=$(readlink "$socket_dir/$1/current" 2>/dev/null) || return 0
+  case $t in
+    blue | green) echo "$t" ;;
+  esac
 }
 
-# active_slot ENV: blue or green if nginx points at one of ENV's slots, else empty.
-active_slot() {
-  local port s
-  port=$(upstream_port "$1")
-  for s in blue green; do
-    if [[ -n $port && $port == "$(slot_port "$1" "$s")" ]]; then
-      echo "$s"
-      return 0
-    fi
-  done
+# switch_slot ENV SLOT: point ENV/current at SLOT in one rename(2): a connect() through the
+# link reaches the old slot or the new one, never nothing. nginx is not told anything.
+switch_slot() {
+  local d=$socket_dir/$1 tmp
+  tmp=$d/.current.$$
+  rm -f "$tmp"
+  ln -s "$2" "$tmp" && mv -Tf "$tmp" "$d/current"
 }
 
 # ------------------------------------------------------------------ locks
-# lock NAME [SECONDS]: hold releases/.NAME.lock until the shell exits or unlock NAME.
+# lock NAME [SECONDS]: hold releases/.NAME.lock until the shell exits or unlock NAME. While
+# another deploy holds it, say so every LOCK_SAY (5) seconds, with what that deploy wrote in
+# releases/.NAME.owner (its pid, action, tag and start time).
 declare -A lock_fds=()
 lock() {
-  local name=$1 wait_s=${2:-600} fd
+  local name=$1 wait_s=${2:-600} fd start=$SECONDS next_say=0 owner
   mkdir -p "$releases_dir"
   exec {fd}>>"$releases_dir/.$name.lock"
-  if ! flock -w "$wait_s" "$fd"; then
-    exec {fd}>&-
-    say "another deploy holds $releases_dir/.$name.lock (waited ${wait_s}s)"
-    return 1
-  fi
+  while ! flock -n "$fd"; do
+    if ((SECONDS - start >= wait_s)); then
+      exec {fd}>&-
+      say "another deploy holds $releases_dir/.$name.lock (waited ${wait_s}s)"
+      return 1
+    fi
+    if ((SECONDS >= next_say)); then
+      owner=$(cat "$releases_dir/.$name.owner" 2>/dev/null || true)
+      say "waiting for the $name lock, held by ${owner:-another deploy} ($((SECONDS - start)) s of ${wait_s} s)"
+      next_say=$((SECONDS + ${LOCK_SAY:-5}))
+    fi
+    sleep 0.2
+  done
+  printf 'pid %s, %s %s since %s\n' "$$" "${action:-deploy}" "${tag:-?}" "$(iso_now)" >"$releases_dir/.$name.owner"
   lock_fds[$name]=$fd
 }
 unlock() {
@@ -112,7 +127,7 @@ unlock() {
 }
 
 # ------------------------------------------------------------------ history
-# history_add ENV ACTION TAG RESULT SLOT PORT IMAGE MESSAGE
+# history_add ENV ACTION TAG RESULT SLOT PORTS IMAGE MESSAGE
 history_add() {
   local msg=${8//$'\t'/ }
   msg=${msg//$'\n'/ }
@@ -130,35 +145,4 @@ history_successes() {
 # history_recent ENV N: ENV's last N distinct successful tags, newest first (current, previous).
 history_recent() {
   history_successes "$1" | tac | awk -v n="$2" '!seen[$0]++ { print; if (++k == n) exit }'
-}
-
-# ------------------------------------------------------------------ nginx
-# nginx_run ARGS...: nginx with NGINX_PREFIX (-p) and NGINX_CONF (-c) when set, through
-# `sudo -n` when not root (the VM's deploy user may run exactly `/usr/sbin/nginx -t` and
-# `/usr/sbin/nginx -s reload`, see config/cloud-init.yaml). NGINX_SUDO overrides the prefix.
-nginx_run() {
-  local cmd=()
-  if [[ -n ${NGINX_SUDO+set} ]]; then
-    read -r -a cmd <<<"$NGINX_SUDO"
-  elif ((EUID != 0)); then
-    cmd=(sudo -n)
-  fi
-  cmd+=("${NGINX_BIN:-/usr/sbin/nginx}")
-  [[ -n ${NGINX_PREFIX:-} ]] && cmd+=(-p "$NGINX_PREFIX")
-  [[ -n ${NGINX_CONF:-} ]] && cmd+=(-c "$NGINX_CONF")
-  "${cmd[@]}" "$@"
-}
-
-# nginx_workers: the PIDs of the nginx master's children (its workers), one per line.
-# Read from /proc (field 4 of /proc/PID/stat is the parent), so procps is not needed.
-nginx_workers() {
-  local master p stat ppid
-  [[ -r $nginx_pid_file ]] || return 0
-  master=$(tr -dc 0-9 <"$nginx_pid_file")
-  [[ -n $master ]] || return 0
-  for p in /proc/[0-9]*; do
-    { read -r stat <"$p/stat"; } 2>/dev/null || continue
-    read -r _ ppid _ <<<"${stat##*) }"
-    if [[ $ppid == "$master" ]]; then echo "${p#/proc/}"; fi
-  done
 }

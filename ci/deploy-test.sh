@@ -1,38 +1,41 @@
 #!/usr/bin/env bash
 # End-to-end test of ci/deploy.sh and ci/rollback.sh with this machine as the VM: Docker runs
-# the slots, an nginx started from config/nginx (its own prefix, pid file and loopback port,
-# never the system service) is the front door, and test/deploy/load.py counts what clients
-# see while releases change under them.
+# the slots (two pier replicas each, on Unix sockets), an nginx started from config/nginx (its
+# own prefix, pid file and port, never the system service) is the front door, and strict
+# clients (test/deploy/load.py: nothing is ever sent twice) run through it on BOTH
+# environments during every scenario:
+#
+#   v1-to-v2     deploy v2 over v1 (prod)
+#   broken       deploy an image whose config pier refuses (exit 1 before healthy)
+#   unhealthy    deploy an image that never turns healthy (PIER_HEALTH_TIMEOUT=6)
+#   exits        deploy an image that exits at once (exit 2)
+#   rollback     ci/rollback.sh prod (as by hand on the VM: no PIER_IMAGE)
+#   staging      deploy v2 to staging (prod's clients watched)
+#   concurrent   two deploys of prod at once (the second waits for the lock, saying so)
+#   kill-9       kill -9 of one prod replica; Docker restarts it
+#
+# Every scenario fails on a single failed request of any client (refused, reset, EOF, timeout,
+# non-2xx, a wrong echo), except that in kill-9 a POST in flight at the kill may fail (nginx
+# never resends a POST it already sent); those are reported, GETs must all succeed. Also
+# checked: the first deploy reports no live slot; each failed deploy reports the real exit
+# status and pier's last log lines and leaves the live slot, its containers and the link
+# alone; a release whose /version is not its tag is refused; nginx is never reloaded or
+# signalled (its master's and workers' PIDs are the same at the end, its log has no signal);
+# the history; image pruning. Prints a table: scenario, deploy duration, requests / failed
+# per environment and client kind.
 #
 #   ci/deploy-test.sh
-#
-#   1. images v1 and v2 from docker/Dockerfile (ci/image.sh VERSION), and three bad ones:
-#      test/deploy/broken-config.Dockerfile (pier refuses its config), unhealthy.Dockerfile
-#      (health check never passes), and v2 tagged v3 (reports the wrong version);
-#   2. deploy v1 to prod; /prod/version through nginx says v1;
-#   3. under load: deploy v2 (0 failed requests, /prod/version says v2 afterwards);
-#   4. under load: deploy the broken image (deploy fails, v2 keeps serving, 0 failed);
-#      then the unhealthy and the mislabelled image, and v1 while nginx -t fails and while
-#      nginx ignores the reload (all fail, v2 keeps serving, the upstream file is unchanged);
-#   5. under load: ci/rollback.sh prod (v1 serves again, 0 failed);
-#   6. under load on /prod/: deploy v2 to staging (prod's containers and upstream untouched);
-#   7. the history, image pruning, and nginx's log (no 5xx).
-# Each load phase runs DEPLOY_TEST_CLIENTS keep-alive clients for DEPLOY_TEST_LOAD_SECONDS
-# (and at least 2 s past the deploy) and prints total / non-2xx / errors.
-#
-#   DEPLOY_TEST_REPO          repository of the test's images (default pier-deploytest)
-#   DEPLOY_TEST_CLIENTS       concurrent clients (default 6)
-#   DEPLOY_TEST_LOAD_SECONDS  load per phase (default 20)
-# Containers are named pier-deploytest-<pid>-ENV-SLOT, ports are free loopback ports, the
-# state and nginx live in a temporary directory: it runs beside other tests. Prints PASS/FAIL
-# per check, the phase counts, and last "deploy: N passed, M failed"; exits 1 if any failed.
-# Removes its containers (by name), its images, its nginx (by PID) and its directory.
+#   DEPLOY_TEST_REPO   repository of the test's images (default pier-deploytest)
+#   DEPLOY_TEST_AFTER  seconds of load after each deploy ends (default 2)
+# Containers are named pier-deploytest-<pid>-ENV-SLOT-REPLICA; ports are free loopback ports
+# below the kernel's ephemeral range (20000-32767); state, sockets and nginx live in a
+# temporary directory: it runs beside other tests. Last line "deploy: N passed, M failed",
+# exit 1 if any failed. Removes its containers (by name), images, nginx (by PID), directory.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 repo=${DEPLOY_TEST_REPO:-pier-deploytest}
-clients=${DEPLOY_TEST_CLIENTS:-6}
-load_s=${DEPLOY_TEST_LOAD_SECONDS:-20}
+after_s=${DEPLOY_TEST_AFTER:-2}
 prefix=pier-deploytest-$$
 t_begin=$SECONDS
 
@@ -40,10 +43,10 @@ t_begin=$SECONDS
 . "$(dirname "${BASH_SOURCE[0]}")/test-lib.sh"
 say() { printf 'deploy-test: %s\n' "$*"; }
 declare -A taken=()
-free_port() {
+free_port() { # below 32768: never a port the kernel hands to a client socket meanwhile
   local p
   for _ in $(seq 1 500); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((20000 + RANDOM % 12768))
     if [[ -z ${taken[$p]:-} ]] && port_free "$p"; then
       taken[$p]=1
       echo "$p"
@@ -57,7 +60,7 @@ for tool in nginx jq curl python3; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     pkg=$tool
     [[ $tool == nginx ]] && pkg=nginx-light
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
+    "$root/ci/install-deps.sh" --only "$pkg"
   fi
 done
 docker info >/dev/null 2>&1 || "$root/ci/start-dockerd.sh"
@@ -65,15 +68,12 @@ docker info >/dev/null 2>&1 || "$root/ci/start-dockerd.sh"
 tmp=$(mktemp -d /tmp/pier-deploy-test.XXXXXX)
 chmod 755 "$tmp"
 names=()
-for e in prod staging; do for s in blue green; do names+=("$prefix-$e-$s"); done; done
+for e in prod staging; do for s in blue green; do for r in a b; do names+=("$prefix-$e-$s-$r"); done; done; done
 images=()
 nginx_pid=""
-load_pid=""
+load_pids=()
 cleanup() {
-  if [[ -n $load_pid ]]; then
-    kill "$load_pid" 2>/dev/null || true
-    wait "$load_pid" 2>/dev/null || true
-  fi
+  for p in "${load_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   if [[ -n $nginx_pid ]]; then
     kill "$nginx_pid" 2>/dev/null || true
     wait "$nginx_pid" 2>/dev/null || true
@@ -98,11 +98,14 @@ for v in v1 v2; do
   fi
   say "built $repo:$v with ci/image.sh in $((SECONDS - tb)) s"
 done
-images+=("$repo:broken" "$repo:unhealthy" "$repo:v3")
-for bad in broken:broken-config unhealthy:unhealthy; do
+images+=("$repo:broken" "$repo:unhealthy" "$repo:exits" "$repo:v3")
+for bad in broken:broken-config unhealthy:unhealthy exits:exits; do
   docker build -q -t "$repo:${bad%%:*}" --build-arg BASE="$repo:v2" \
     -f "$root/test/deploy/${bad#*:}.Dockerfile" "$root/test/deploy" >/dev/null 2>"$tmp/build-bad.log" ||
-    { cat "$tmp/build-bad.log"; exit 1; }
+    {
+      cat "$tmp/build-bad.log"
+      exit 1
+    }
 done
 docker tag "$repo:v2" "$repo:v3" # a release whose /version does not say what its tag says
 say "images ready after $((SECONDS - t0)) s"
@@ -110,190 +113,280 @@ t_deploys=$SECONDS
 
 # ------------------------------------------------------------------ the "VM"
 nginx_port=$(free_port)
-prod_blue=$(free_port) prod_green=$(free_port) staging_blue=$(free_port) staging_green=$(free_port)
+ports=()
+for _ in 1 2 3 4 5 6 7 8; do ports+=("$(free_port)"); done
+run=$tmp/run
 cp -r "$root/config/nginx" "$tmp/conf"
 sed -i -E "s/^( *listen ).*;/\\1127.0.0.1:$nginx_port;/" "$tmp/conf/pier.conf"
-sed -i -E "s/^server 127\\.0\\.0\\.1:[0-9]+/server 127.0.0.1:$prod_blue/" "$tmp/conf/upstreams/prod.conf"
-sed -i -E "s/^server 127\\.0\\.0\\.1:[0-9]+/server 127.0.0.1:$staging_blue/" "$tmp/conf/upstreams/staging.conf"
-nginx -q -t -p "$tmp/" -c "$tmp/conf/nginx.conf"
-nginx -p "$tmp/" -c "$tmp/conf/nginx.conf" -g 'daemon off;' >"$tmp/nginx-access.log" 2>"$tmp/nginx-error.log" &
+sed -i "s#unix:/srv/pier/run/#unix:$run/#" "$tmp/conf/upstreams/prod.conf" "$tmp/conf/upstreams/staging.conf"
+SOCKET_DIRS_GROUP=nogroup "$root/ci/socket-dirs.sh" "$run"
+# nginx's workers run as nobody:nogroup (as www-data on the VM): the sockets' group decides.
+nginx -q -t -p "$tmp/" -c "$tmp/conf/nginx.conf" -g 'user nobody nogroup;'
+nginx -p "$tmp/" -c "$tmp/conf/nginx.conf" -g 'daemon off; user nobody nogroup;' \
+  >"$tmp/nginx-access.log" 2>"$tmp/nginx-error.log" &
 nginx_pid=$!
 url=http://127.0.0.1:$nginx_port
 for _ in $(seq 1 50); do
   curl -s -o /dev/null "$url/" && break
   sleep 0.1
 done
+nginx_procs() { # the master and its workers, "PID PPID" sorted: the same at the end = no reload
+  local p stat ppid
+  for p in /proc/[0-9]*; do
+    { read -r stat <"$p/stat"; } 2>/dev/null || continue
+    read -r _ ppid _ <<<"${stat##*) }"
+    if [[ ${p#/proc/} == "$nginx_pid" || $ppid == "$nginx_pid" ]]; then echo "${p#/proc/} $ppid"; fi
+  done | sort
+}
+nginx_before=$(nginx_procs)
 
-export PIER_IMAGE=$repo PIER_DEPLOY_DIR=$tmp/state PIER_NAME_PREFIX=$prefix
-export PIER_PROD_PORTS="$prod_blue $prod_green" PIER_STAGING_PORTS="$staging_blue $staging_green"
-export NGINX_UPSTREAM_DIR=$tmp/conf/upstreams NGINX_BIN=nginx NGINX_PREFIX=$tmp/
-export NGINX_CONF=$tmp/conf/nginx.conf NGINX_PID_FILE=$tmp/nginx.pid NGINX_SUDO=""
-export PIER_HEALTH_TIMEOUT=30 PIER_PULL_TIMEOUT=20
+export PIER_IMAGE=$repo PIER_DEPLOY_DIR=$tmp/state PIER_NAME_PREFIX=$prefix PIER_SOCKET_DIR=$run
+export PIER_NGINX_GROUP=nogroup PIER_HEALTH_TIMEOUT=30 PIER_PULL_TIMEOUT=20
+export PIER_PROD_PORTS="${ports[*]:0:4}" PIER_STAGING_PORTS="${ports[*]:4:4}"
 history=$tmp/state/releases/history.tsv
-say "nginx $nginx_pid on 127.0.0.1:$nginx_port; prod slots $prod_blue/$prod_green, staging $staging_blue/$staging_green"
+say "nginx $nginx_pid on 127.0.0.1:$nginx_port (workers: $(wc -l <<<"$nginx_before") processes with the master); prod ports $PIER_PROD_PORTS, staging $PIER_STAGING_PORTS"
 
-version_of() { # version_of PATH: the "version" nginx's answer for PATH carries
+version_of() { # version_of PATH: the "version" of nginx's answer for PATH
   curl -s --max-time 5 "$url$1" | jq -r '.version // empty' 2>/dev/null || true
 }
-live_id() { # live_id ENV: ID of the running container in the slot nginx points ENV at
-  local port slot=blue
-  port=$(sed -nE 's/^server 127\.0\.0\.1:([0-9]+).*/\1/p' "$tmp/conf/upstreams/$1.conf")
-  [[ $port == "$prod_green" || $port == "$staging_green" ]] && slot=green
-  docker inspect -f '{{if .State.Running}}{{.Id}}{{end}}' "$prefix-$1-$slot" 2>/dev/null || true
+live() { readlink "$run/$1/current" 2>/dev/null || true; }
+live_ids() { # live_ids ENV: IDs of the running containers of the live slot
+  local s
+  s=$(live "$1")
+  [[ -n $s ]] || return 0
+  for r in a b; do docker inspect -f '{{if .State.Running}}{{.Id}}{{end}}' "$prefix-$1-$s-$r" 2>/dev/null || true; done
 }
 last_history() { # last_history ENV: "action tag result" of ENV's newest line
   awk -F '\t' -v e="$1" '$2 == e { l = $3 " " $4 " " $5 } END { print l }' "$history"
 }
+env_state() { # what must not change when a deploy of ENV fails: link, containers, version
+  echo "$(live "$1") $(live_ids "$1" | tr '\n' ' ') $(version_of "/$1/version")"
+}
 
-# run_deploy NAME CMD...: run a deploy (bounded), keep its output, set $rc.
+# run_deploy NAME CMD...: run CMD (bounded), keep its output, set $rc and $took (seconds).
 run_deploy() {
-  local name=$1
+  local name=$1 t
   shift
   rc=0
-  timeout 150 "$@" >"$tmp/$name.log" 2>&1 || rc=$?
+  t=$(now_ms)
+  if declare -F "$1" >/dev/null; then # a function of this script, which bounds itself
+    "$@" >"$tmp/$name.log" 2>&1 || rc=$?
+  else
+    timeout 200 "$@" >"$tmp/$name.log" 2>&1 || rc=$?
+  fi
+  took=$(secs $(($(now_ms) - t)))
   sed 's/^/    | /' "$tmp/$name.log"
 }
 
-# load_phase NAME PATH CMD...: load on PATH through nginx; CMD starts 2 s in; the load goes on
-# for load_s seconds in all and at least 2 s after CMD ended. Sets $rc and the phase counts.
-declare -A ph_total ph_non2xx ph_errors ph_retries ph_versions
-phases=()
-load_phase() {
-  local name=$1 path=$2 stop=$tmp/stop-$1 started until
-  shift 2
+# scenario NAME CMD...: strict clients on /prod and /staging through nginx; CMD starts 1 s in
+# and the load goes on DEPLOY_TEST_AFTER seconds after it ended. Sets $rc, $took and, per
+# environment and client kind, the requests and failures (res[NAME.ENV.KIND.requests|failed]).
+declare -A res dur
+scenarios=()
+scenario() {
+  local name=$1 stop=$tmp/stop-$1 e k
+  shift
   rm -f "$stop"
-  python3 "$root/test/deploy/load.py" --port "$nginx_port" --path "$path" --clients "$clients" \
-    --max-seconds $((load_s + 170)) --stop-file "$stop" >"$tmp/load-$name.json" &
-  load_pid=$!
-  started=$SECONDS
-  sleep 2
+  load_pids=()
+  for e in prod staging; do
+    python3 "$root/test/deploy/load.py" --port "$nginx_port" --prefix "/$e" \
+      --max-seconds 300 --stop-file "$stop" >"$tmp/load-$name-$e.json" &
+    load_pids+=($!)
+  done
+  sleep 1
   run_deploy "$name" "$@"
-  until=$((started + load_s))
-  ((SECONDS + 2 > until)) && until=$((SECONDS + 2))
-  while ((SECONDS < until)); do sleep 0.2; done
+  sleep "$after_s"
   touch "$stop"
-  wait "$load_pid" || true
-  load_pid=""
-  local j=$tmp/load-$name.json
-  ph_total[$name]=$(jq .total "$j")
-  ph_non2xx[$name]=$(jq .non_2xx "$j")
-  ph_errors[$name]=$(jq .errors "$j")
-  ph_retries[$name]=$(jq .keepalive_retries "$j")
-  ph_versions[$name]=$(jq -r '[.versions | to_entries[] | "\(.key) \(.value)"] | join(", ")' "$j")
-  phases+=("$name")
-  say "load $name ($path): $(jq -r '"\(.total) requests in \(.seconds) s (\(.rps)/s), non-2xx \(.non_2xx), errors \(.errors), keep-alive retries \(.keepalive_retries), max latency \(.max_latency_ms) ms"' "$j"); answers by version: ${ph_versions[$name]}"
-  jq -r '.first_errors[]' "$j" | sed 's/^/    ! /'
+  for p in "${load_pids[@]}"; do wait "$p" || true; done
+  load_pids=()
+  scenarios+=("$name")
+  dur[$name]=$took
+  for e in prod staging; do
+    local j=$tmp/load-$name-$e.json
+    for k in keepalive newconn post; do
+      res[$name.$e.$k.requests]=$(jq ".$k.requests" "$j")
+      res[$name.$e.$k.failed]=$(jq ".$k.failed" "$j")
+    done
+    say "load $name /$e: $(jq -r '[.keepalive, .newconn, .post] | map("\(.requests) req \(.failed) failed") | "keepalive \(.[0]), newconn \(.[1]), post \(.[2])"' "$j") in $(jq .seconds "$j") s; versions $(jq -c '.keepalive.versions' "$j")"
+    jq -r '[.keepalive, .newconn, .post][] | .first_errors[]' "$j" | sed 's/^/    ! /'
+  done
 }
-no_failures() { [[ ${ph_total[$1]} -gt 0 && ${ph_non2xx[$1]} -eq 0 && ${ph_errors[$1]} -eq 0 ]]; }
+failed_of() { # failed_of SCENARIO [KINDS...]: failed requests of both environments
+  local n=0 e k s=$1
+  shift
+  local kinds=("$@")
+  ((${#kinds[@]})) || kinds=(keepalive newconn post)
+  for e in prod staging; do for k in "${kinds[@]}"; do n=$((n + ${res[$s.$e.$k.failed]})); done; done
+  echo "$n"
+}
+requests_of() {
+  local n=0 e k
+  for e in prod staging; do for k in keepalive newconn post; do n=$((n + ${res[$1.$e.$k.requests]})); done; done
+  echo "$n"
+}
+no_failures() { # no_failures SCENARIO: every client of both environments sent, 0 failed
+  local e k
+  for e in prod staging; do for k in keepalive newconn post; do
+    ((${res[$1.$e.$k.requests]} > 0 && ${res[$1.$e.$k.failed]} == 0)) || return 1
+  done; done
+}
+deployed_cleanly() { [[ $rc == 0 ]] && no_failures "$1"; } # the command exited 0, 0 failed
 
-# ------------------------------------------------------------------ 1. first deploy
-say "1. deploy v1 to prod"
+# ------------------------------------------------------------------ first deploys
+say "first deploys: v1 to prod and staging"
 run_deploy deploy-v1 "$root/ci/deploy.sh" prod v1
-check "ci/deploy.sh prod v1 exits 0 (got $rc)" test "$rc" = 0
-v=$(version_of /prod/version)
-check "/prod/version through nginx says v1 (got '$v')" test "$v" = v1
-id=$(live_id prod)
-check "the live prod container runs as deployed (read-only, cap-drop ALL, no-new-privileges, 65532, unless-stopped, 127.0.0.1, labels)" \
-  test "$(docker inspect -f '{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}} {{.Config.User}} {{.HostConfig.RestartPolicy.Name}} {{(index (index .HostConfig.PortBindings "8000/tcp") 0).HostIp}} {{index .Config.Labels "pier.env"}} {{index .Config.Labels "pier.tag"}} {{range .Config.Env}}{{if eq . "PIER_ENV=prod"}}{{.}}{{end}}{{end}}' "$id" 2>/dev/null)" \
-  = "true [ALL] [no-new-privileges] 65532:65532 unless-stopped 127.0.0.1 prod v1 PIER_ENV=prod"
+check "ci/deploy.sh prod v1 exits 0 (got $rc) and calls it a first deploy, with no live slot" \
+  bash -c "test $rc = 0 && grep -q 'first deploy of prod (no live slot yet)' '$tmp/deploy-v1.log' && ! grep -q 'live slot blue' '$tmp/deploy-v1.log'"
+run_deploy deploy-v1-staging "$root/ci/deploy.sh" staging v1
+check "ci/deploy.sh staging v1 exits 0 (got $rc)" test "$rc" = 0
+v=$(version_of /prod/version) w=$(version_of /staging/version)
+check "/prod/version and /staging/version through nginx say v1 (got '$v', '$w')" test "$v $w" = "v1 v1"
+check "prod's link is current -> blue, the sockets are nogroup 660" \
+  test "$(live prod) $(stat -c '%G %a' "$run/prod/blue/a.sock" "$run/prod/blue/b.sock" | tr '\n' ' ')" = "blue nogroup 660 nogroup 660 "
+id=$(docker inspect -f '{{.Id}}' "$prefix-prod-blue-a")
+check "a live replica runs as deployed (read-only, cap-drop ALL, no-new-privileges, 65532, unless-stopped once healthy, 127.0.0.1, socket dir mounted, labels)" \
+  test "$(docker inspect -f '{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}} {{.Config.User}} {{.HostConfig.RestartPolicy.Name}} {{(index (index .HostConfig.PortBindings "8000/tcp") 0).HostIp}} {{range .Mounts}}{{.Source}}:{{.Destination}}{{end}} {{index .Config.Labels "pier.env"}} {{index .Config.Labels "pier.replica"}} {{index .Config.Labels "pier.tag"}}' "$id" 2>/dev/null)" \
+  = "true [ALL] [no-new-privileges] 65532:65532 unless-stopped 127.0.0.1 $run/prod/blue:/run/pier prod a v1"
 
-# ------------------------------------------------------------------ 2. v1 -> v2 under load
-say "2. deploy v2 to prod under load"
-v1_id=$id
-load_phase v1-to-v2 /prod/version "$root/ci/deploy.sh" prod v2
-check "ci/deploy.sh prod v2 under load exits 0 (got $rc)" test "$rc" = 0
-check "v1 -> v2: 0 non-2xx, 0 errors of ${ph_total[v1-to-v2]} requests" no_failures v1-to-v2
-check "v1 -> v2: clients got v1 and then v2 answers during the load (${ph_versions[v1-to-v2]})" \
-  bash -c "[[ '${ph_versions[v1-to-v2]}' == 'v1 '*', v2 '* ]]"
-v=$(version_of /prod/version)
-check "/prod/version says v2 afterwards (got '$v')" test "$v" = v2
-check "the v1 slot was stopped gracefully (exit status 0, not killed)" \
-  test "$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}' "$v1_id" 2>/dev/null)" = "exited 0 false"
+# ------------------------------------------------------------------ v1 -> v2
+say "v1-to-v2: deploy v2 to prod, clients on both environments"
+v1_ids=$(live_ids prod)
+scenario v1-to-v2 "$root/ci/deploy.sh" prod v2
+check "v1-to-v2: exits 0 (got $rc), 0 failed of $(requests_of v1-to-v2) requests" deployed_cleanly v1-to-v2
+check "v1-to-v2: prod's keep-alive clients got v1, then v2 ($(jq -c .keepalive.versions "$tmp/load-v1-to-v2-prod.json"))" \
+  jq_ok '.keepalive.versions | keys_unsorted == ["v1", "v2"]' "$tmp/load-v1-to-v2-prod.json"
+check "v1-to-v2: /prod/version says v2, current -> green" test "$(version_of /prod/version) $(live prod)" = "v2 green"
+check "v1-to-v2: both old replicas exited 0 (drained, not killed)" \
+  test "$(for c in $v1_ids; do docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$c"; done | sort -u)" = "exited 0"
+check "v1-to-v2: the old slot's sockets were removed by the old replicas" \
+  bash -c "! test -e '$run/prod/blue/a.sock' && ! test -e '$run/prod/blue/b.sock'"
 
-# ------------------------------------------------------------------ 3. bad releases
-say "3. deploy a broken image (pier refuses its config) to prod under load"
-v2_id=$(live_id prod)
-upstream_sum=$(sha256sum <"$tmp/conf/upstreams/prod.conf")
-load_phase broken /prod/version "$root/ci/deploy.sh" prod broken
-check "ci/deploy.sh prod broken exits non-zero (got $rc) and says why" \
-  bash -c "test $rc -ne 0 && grep -q 'FAILED: prod broken: .*exited with status 1' '$tmp/broken.log'"
-check "broken: 0 non-2xx, 0 errors of ${ph_total[broken]} requests, all from v2 (${ph_versions[broken]})" \
-  bash -c "[[ ${ph_non2xx[broken]} -eq 0 && ${ph_errors[broken]} -eq 0 && ${ph_total[broken]} -gt 0 && '${ph_versions[broken]}' =~ ^v2\ [0-9]+\$ ]]"
-v=$(version_of /prod/version)
-check "v2 keeps serving (got '$v'), the same container, the prod upstream file unchanged" \
-  bash -c "test '$v' = v2 && test '$(live_id prod)' = '$v2_id' && test '$(sha256sum <"$tmp/conf/upstreams/prod.conf")' = '$upstream_sum'"
-check "the broken container was removed" \
+# ------------------------------------------------------------------ releases that fail
+prod_state=$(env_state prod)
+say "broken: deploy an image whose config pier refuses"
+scenario broken "$root/ci/deploy.sh" prod broken
+check "broken: exits 1, reports status 1 and pier's error line (got $rc)" \
+  bash -c "test $rc = 1 && grep -q 'FAILED: prod broken: .*exited with status 1 before it was healthy' '$tmp/broken.log' && grep -q 'listen.port: expected an integer' '$tmp/broken.log'"
+check "broken: 0 failed of $(requests_of broken) requests" no_failures broken
+check "broken: prod unchanged (link, containers, v2 answering)" test "$(env_state prod)" = "$prod_state"
+check "broken: its containers were removed" \
   test -z "$(docker ps -aq --filter "name=^/$prefix-prod-" --filter "label=pier.tag=broken")"
-check "history records the broken deploy as failed ($(last_history prod))" test "$(last_history prod)" = "deploy broken failed"
 
-say "3b. deploy an image that never becomes healthy (PIER_HEALTH_TIMEOUT=6)"
-PIER_HEALTH_TIMEOUT=6 run_deploy unhealthy "$root/ci/deploy.sh" prod unhealthy
-check "ci/deploy.sh prod unhealthy exits non-zero after the health timeout (got $rc)" \
-  bash -c "test $rc -ne 0 && grep -q 'not healthy after 6s' '$tmp/unhealthy.log'"
-say "3c. deploy an image whose /version is not its tag (v2 tagged v3)"
+say "unhealthy: deploy an image that never turns healthy (PIER_HEALTH_TIMEOUT=6)"
+scenario unhealthy env PIER_HEALTH_TIMEOUT=6 "$root/ci/deploy.sh" prod unhealthy
+check "unhealthy: exits 1 after the health timeout (got $rc)" bash -c "test $rc = 1 && grep -q 'not healthy after 6s' '$tmp/unhealthy.log'"
+check "unhealthy: 0 failed of $(requests_of unhealthy) requests" no_failures unhealthy
+check "unhealthy: prod unchanged" test "$(env_state prod)" = "$prod_state"
+
+say "exits: deploy an image that exits at once"
+scenario exits "$root/ci/deploy.sh" prod exits
+check "exits: exits 1, reports status 2 and pier's 'unknown argument' line (got $rc)" \
+  bash -c "test $rc = 1 && grep -q 'exited with status 2 before it was healthy' '$tmp/exits.log' && grep -q 'unknown argument --no-such-option' '$tmp/exits.log'"
+check "exits: 0 failed of $(requests_of exits) requests" no_failures exits
+check "exits: prod unchanged" test "$(env_state prod)" = "$prod_state"
+
+say "mislabelled: deploy v2 tagged v3 (its /version says v2)"
 run_deploy mislabelled "$root/ci/deploy.sh" prod v3
-check "ci/deploy.sh prod v3 exits non-zero: the version check fails (got $rc)" \
-  bash -c "test $rc -ne 0 && grep -q \"reports version 'v2'.*not v3\" '$tmp/mislabelled.log'"
-say "3d. nginx -t rejects the new upstream file (NGINX_BIN=false)"
-NGINX_BIN=false run_deploy nginx-t-fails "$root/ci/deploy.sh" prod v1
-check "ci/deploy.sh exits non-zero when nginx -t fails (got $rc)" \
-  bash -c "test $rc -ne 0 && grep -q 'nginx -t rejects' '$tmp/nginx-t-fails.log'"
-say "3e. nginx does not apply the reload (test/deploy/nginx-ignores-reload.sh, NGINX_SETTLE_TIMEOUT=3)"
-NGINX_BIN=$root/test/deploy/nginx-ignores-reload.sh NGINX_SETTLE_TIMEOUT=3 \
-  run_deploy nginx-no-reload "$root/ci/deploy.sh" prod v1
-check "ci/deploy.sh exits non-zero when nginx starts no new workers (got $rc), and restores the file" \
-  bash -c "test $rc -ne 0 && grep -q 'started no new workers' '$tmp/nginx-no-reload.log' && grep -q 'restored the previous' '$tmp/nginx-no-reload.log'"
-check "the upstream directory holds only prod.conf and staging.conf (no temporary files left)" \
-  test "$(find "$tmp/conf/upstreams" -mindepth 1 -printf '%f\n' | sort | tr '\n' ' ')" = "prod.conf staging.conf "
-v=$(version_of /prod/version)
-check "after five failed deploys v2 still serves (got '$v') from the same container, upstream unchanged" \
-  bash -c "test '$v' = v2 && test '$(live_id prod)' = '$v2_id' && test '$(sha256sum <"$tmp/conf/upstreams/prod.conf")' = '$upstream_sum'"
-check "no container of a failed release is left: v2's is the only prod container" \
-  test "$(docker ps -aq --filter "name=^/$prefix-prod-")" = "$(docker ps -q --filter "id=$v2_id")"
+check "mislabelled: exits 1, the version check fails (got $rc)" bash -c "test $rc = 1 && grep -q \"reports version 'v2'.*not v3\" '$tmp/mislabelled.log'"
+check "after four failed deploys prod is unchanged, and no failed release left a container" \
+  bash -c "test '$(env_state prod)' = '$prod_state' && test \"\$(docker ps -aq --filter 'name=^/$prefix-prod-' --filter status=running | wc -l)\" = 2"
 
-# ------------------------------------------------------------------ 4. rollback under load
-say "4. ci/rollback.sh prod under load (as by hand on the VM: no PIER_IMAGE)"
-load_phase rollback /prod/version env -u PIER_IMAGE "$root/ci/rollback.sh" prod
-check "ci/rollback.sh prod (PIER_IMAGE unset) exits 0 (got $rc) and took v1 and $repo from the history" \
-  bash -c "test $rc -eq 0 && grep -q 'rolling back to v1' '$tmp/rollback.log' && grep -q 'image repository from the history: $repo\$' '$tmp/rollback.log'"
-check "rollback: 0 non-2xx, 0 errors of ${ph_total[rollback]} requests (${ph_versions[rollback]})" no_failures rollback
-v=$(version_of /prod/version)
-check "/prod/version says v1 after the rollback (got '$v')" test "$v" = v1
-check "history records it as a rollback ($(last_history prod))" test "$(last_history prod)" = "rollback v1 success"
+# ------------------------------------------------------------------ rollback
+say "rollback: ci/rollback.sh prod (no PIER_IMAGE, as by hand on the VM)"
+scenario rollback env -u PIER_IMAGE "$root/ci/rollback.sh" prod
+check "rollback: exits 0 (got $rc), took v1 and $repo from the history" \
+  bash -c "test $rc = 0 && grep -q 'rolling back to v1' '$tmp/rollback.log' && grep -q 'image repository from the history: $repo\$' '$tmp/rollback.log'"
+check "rollback: 0 failed of $(requests_of rollback) requests" no_failures rollback
+check "rollback: /prod/version says v1, recorded as a rollback ($(last_history prod))" \
+  test "$(version_of /prod/version) $(last_history prod)" = "v1 rollback v1 success"
 
-# ------------------------------------------------------------------ 5. staging leaves prod alone
-say "5. deploy v2 to staging, with load on /prod/"
-prod_ids() { docker ps -aq --no-trunc --filter "name=^/$prefix-prod-" | sort | while read -r c; do docker inspect -f '{{.Id}} {{.State.Status}} {{.State.StartedAt}}' "$c"; done; }
-prod_before=$(prod_ids)
-upstream_sum=$(sha256sum <"$tmp/conf/upstreams/prod.conf")
-load_phase staging /prod/version "$root/ci/deploy.sh" staging v2
-check "ci/deploy.sh staging v2 exits 0 (got $rc)" test "$rc" = 0
-v=$(version_of /staging/version)
-check "/staging/version says v2 (got '$v')" test "$v" = v2
-check "prod's containers (IDs, state, start time) are the same before and after" test "$(prod_ids)" = "$prod_before"
-check "prod's upstream file is unchanged" test "$(sha256sum <"$tmp/conf/upstreams/prod.conf")" = "$upstream_sum"
-check "prod under load during the staging deploy: 0 non-2xx, 0 errors of ${ph_total[staging]}, all v1 (${ph_versions[staging]})" \
-  bash -c "[[ ${ph_non2xx[staging]} -eq 0 && ${ph_errors[staging]} -eq 0 && ${ph_total[staging]} -gt 0 && '${ph_versions[staging]}' =~ ^v1\ [0-9]+\$ ]]"
-staging_sum=$(sha256sum <"$tmp/conf/upstreams/staging.conf")
-run_deploy rollback-staging "$root/ci/rollback.sh" staging
-check "ci/rollback.sh staging with one release in the history exits 1 and says so, staging untouched" \
-  bash -c "test $rc -eq 1 && grep -q 'no successful staging release before v2' '$tmp/rollback-staging.log' && test '$(sha256sum <"$tmp/conf/upstreams/staging.conf")' = '$staging_sum'"
+# ------------------------------------------------------------------ staging
+say "staging: deploy v2 to staging, prod's clients watched"
+prod_state=$(env_state prod)
+scenario staging "$root/ci/deploy.sh" staging v2
+check "staging: exits 0 (got $rc), /staging/version says v2" test "$rc $(version_of /staging/version)" = "0 v2"
+check "staging: 0 failed of $(requests_of staging) requests (prod's: ${res[staging.prod.keepalive.requests]} + ${res[staging.prod.newconn.requests]} + ${res[staging.prod.post.requests]})" no_failures staging
+check "staging: prod unchanged (link, containers, v1)" test "$(env_state prod)" = "$prod_state"
 
-# ------------------------------------------------------------------ 6. history, images, nginx log
-want_history=$'prod deploy v1 success\nprod deploy v2 success\nprod deploy broken failed\nprod deploy unhealthy failed\nprod deploy v3 failed\nprod deploy v1 failed\nprod deploy v1 failed\nprod rollback v1 success\nstaging deploy v2 success'
+# ------------------------------------------------------------------ two deploys at once
+two_deploys() { # deploy v2 and, 1 s later, v1 to prod; both must succeed, the second waits
+  LOCK_SAY=2 timeout 200 "$root/ci/deploy.sh" prod v2 >"$tmp/concurrent-1.log" 2>&1 &
+  local p1=$!
+  sleep 1
+  LOCK_SAY=2 timeout 200 "$root/ci/deploy.sh" prod v1 >"$tmp/concurrent-2.log" 2>&1
+  local rc2=$?
+  wait "$p1"
+  local rc1=$?
+  echo "rc $rc1 $rc2"
+  cat "$tmp/concurrent-1.log" "$tmp/concurrent-2.log"
+  ((rc1 == 0 && rc2 == 0))
+}
+say "concurrent: two deploys of prod at once"
+scenario concurrent two_deploys
+check "concurrent: both deploys exit 0 (got $rc), the second said every 2 s that it waited for the first" \
+  bash -c "test $rc = 0 && grep -q 'waiting for the prod lock, held by pid [0-9]*, deploy v2' '$tmp/concurrent-2.log'"
+check "concurrent: 0 failed of $(requests_of concurrent) requests" no_failures concurrent
+check "concurrent: the second deploy's release (v1) is live" test "$(version_of /prod/version)" = v1
+
+# ------------------------------------------------------------------ kill -9
+victim_slot=$(live prod)
+victim=$prefix-prod-$victim_slot-a
+kill_one() { # kill -9 one live prod replica; wait until Docker restarted it and it serves
+  local t n=0 p
+  p=$(slot_port_of a)
+  t=$(now_ms)
+  # The process, as a crash would end it (`docker kill` counts as a manual stop, and Docker
+  # would not restart the container).
+  kill -KILL "$(docker inspect -f '{{.State.Pid}}' "$victim")" || return 1
+  echo "kill -9 of $victim's pier at $(date +%s.%N)"
+  for _ in $(seq 1 150); do
+    n=$(docker inspect -f '{{.RestartCount}} {{.State.Running}}' "$victim")
+    [[ $n == "1 true" ]] && curl -fs -o /dev/null --max-time 1 "http://127.0.0.1:$p/prod/health" && break
+    sleep 0.1
+  done
+  echo "restarted by Docker and answering after $(secs $(($(now_ms) - t))) s ($n)"
+  [[ $n == "1 true" ]]
+}
+slot_port_of() { # the victim's TCP port
+  local i=0
+  [[ $victim_slot == green ]] && i=2
+  [[ $1 == b ]] && i=$((i + 1))
+  echo "${ports[$i]}"
+}
+say "kill-9: kill -9 of $victim, clients on both environments"
+scenario kill-9 kill_one
+check "kill-9: Docker restarted $victim and it answers again ($(grep restarted "$tmp/kill-9.log" || true))" test "$rc" = 0
+check "kill-9: 0 failed GET (keep-alive and new-connection clients) of both environments" \
+  test "$(failed_of kill-9 keepalive newconn)" = 0
+check "kill-9: staging's POSTs: 0 failed" test "${res[kill-9.staging.post.failed]}" = 0
+check "kill-9: its socket is a socket again after the restart" test -S "$run/prod/$victim_slot/a.sock"
+kill_posts=${res[kill-9.prod.post.failed]}
+say "kill-9: prod POSTs in flight at the kill that failed: $kill_posts of ${res[kill-9.prod.post.requests]} ($(jq -c '.post.codes, .post.error_kinds' "$tmp/load-kill-9-prod.json" | tr '\n' ' '))"
+
+# ------------------------------------------------------------------ history, images, nginx
+want_history=$'prod deploy v1 success\nstaging deploy v1 success\nprod deploy v2 success\nprod deploy broken failed\nprod deploy unhealthy failed\nprod deploy exits failed\nprod deploy v3 failed\nprod rollback v1 success\nstaging deploy v2 success\nprod deploy v2 success\nprod deploy v1 success'
 got_history=$(awk -F '\t' '{ print $2, $3, $4, $5 }' "$history")
 check "the history has every attempt with its result, in order" test "$got_history" = "$want_history"
 left=$(docker image ls "$repo" --format '{{.Tag}}' | sort | tr '\n' ' ')
-check "images: v1 and v2 kept (current and previous), broken, unhealthy and v3 pruned (left: $left)" \
-  test "$left" = "v1 v2 "
+check "images: v1 and v2 kept, broken, unhealthy, exits and v3 pruned (left: $left)" test "$left" = "v1 v2 "
+check "nginx was never reloaded: the same master and workers at the end ($(nginx_procs | tr '\n' ' '))" \
+  test "$(nginx_procs)" = "$nginx_before"
+check "nginx's log has no signal or reconfiguration" bash -c "! grep -Ei 'signal|reconfigur|reopen' '$tmp/nginx-error.log'"
 fivexx=$(grep -c '"status":5' "$tmp/nginx-access.log" || true)
-check "nginx's access log has $(wc -l <"$tmp/nginx-access.log") lines and no 5xx (found ${fivexx})" test "$fivexx" = 0
+check "nginx's access log ($(wc -l <"$tmp/nginx-access.log") lines) has no 5xx but the POSTs lost at the kill ($fivexx, $kill_posts)" \
+  test "$fivexx" -le "$kill_posts"
 
 echo
-printf '%-10s %9s %8s %7s %17s  %s\n' phase total non-2xx errors keepalive-retries versions
-for p in "${phases[@]}"; do
-  printf '%-10s %9s %8s %7s %17s  %s\n' "$p" "${ph_total[$p]}" "${ph_non2xx[$p]}" "${ph_errors[$p]}" "${ph_retries[$p]}" "${ph_versions[$p]}"
+printf '%-11s %8s  %-15s %-15s %-15s %-15s %-15s %-15s\n' scenario deploy_s \
+  "prod keepalive" "prod newconn" "prod post" "stag keepalive" "stag newconn" "stag post"
+for s in "${scenarios[@]}"; do
+  printf '%-11s %8s ' "$s" "${dur[$s]}"
+  for e in prod staging; do for k in keepalive newconn post; do
+    printf ' %-15s' "${res[$s.$e.$k.requests]}/${res[$s.$e.$k.failed]}"
+  done; done
+  echo
 done
+echo "(requests/failed per client kind; deploy_s is the command's wall time, kill-9's is until the replica answers again)"
 say "took $((SECONDS - t_begin)) s: images $((t_deploys - t0)) s, deploy tests $((SECONDS - t_deploys)) s"
 if ((fail > 0)); then
   sed 's/^/  nginx| /' "$tmp/nginx-error.log" | tail -n 20

@@ -16,8 +16,8 @@
 # case, and is pinned to the environment, not to one blue/green slot.
 #
 # The scrape config is also checked against the blue/green deploy: one
-# target per environment and slot, on the slot's port from ci/deploy-lib.sh
-# (slot_port, the VM's defaults), with env, slot and the metrics path under
+# target per environment, slot and replica, on the port from ci/deploy-lib.sh
+# (slot_port, the VM's defaults), with env, slot, replica and the metrics path under
 # the environment's prefix (config/pier/ENV.yaml); and every environment has its
 # absent() term in PierDown.
 set -euo pipefail
@@ -125,7 +125,7 @@ PY
 }
 check "every alert has severity, annotations and a runbook section" runbook_check
 
-# The deploy's slots, "ENV SLOT PORT PREFIX" per line, from the deploy's own
+# The deploy's replicas, "ENV SLOT REPLICA PORT PREFIX" per line, from the deploy's own
 # code with the VM's defaults (not this shell's PIER_*_PORTS, if any).
 # shellcheck disable=SC2016 # the inner script expands its own variables
 deploy_slots() {
@@ -135,7 +135,9 @@ deploy_slots() {
 		for e in prod staging; do
 			prefix=$(cfg_get "config/pier/$e.yaml" prefix)
 			for s in blue green; do
-				echo "$e $s $(slot_port "$e" "$s") ${prefix:-/$e}"
+				for r in "${replicas[@]}"; do
+					echo "$e $s $r $(slot_port "$e" "$s" "$r") ${prefix:-/$e}"
+				done
 			done
 		done'
 }
@@ -152,8 +154,8 @@ import yaml
 config_path, rules_path, slots = sys.argv[1:4]
 want = {}
 for line in slots.splitlines():
-    env, slot, port, prefix = line.split()
-    want[(env, slot)] = (f"127.0.0.1:{port}", f"{prefix}/metrics")
+    env, slot, replica, port, prefix = line.split()
+    want[(env, slot, replica)] = (f"127.0.0.1:{port}", f"{prefix}/metrics")
 
 errors = []
 config = yaml.safe_load(open(config_path))
@@ -164,19 +166,19 @@ got = {}
 for job in jobs:
     for group in job.get("static_configs", []):
         labels = group.get("labels", {})
-        key = (labels.get("env"), labels.get("slot"))
+        key = (labels.get("env"), labels.get("slot"), labels.get("replica"))
         path = labels.get("__metrics_path__", job.get("metrics_path", "/metrics"))
         for target in group.get("targets", []):
             if key in got:
-                errors.append(f"env={key[0]} slot={key[1]}: more than one target")
+                errors.append(f"env={key[0]} slot={key[1]} replica={key[2]}: more than one target")
             got[key] = (target, path)
 for key in sorted(set(want) | set(got), key=str):
     if key not in got:
-        errors.append(f"env={key[0]} slot={key[1]}: no target (want {want[key][0]} {want[key][1]})")
+        errors.append(f"env={key[0]} slot={key[1]} replica={key[2]}: no target (want {want[key][0]} {want[key][1]})")
     elif key not in want:
-        errors.append(f"target {got[key][0]} has env={key[0]} slot={key[1]}: not a deploy slot")
+        errors.append(f"target {got[key][0]} has env={key[0]} slot={key[1]} replica={key[2]}: not a deploy replica")
     elif got[key] != want[key]:
-        errors.append(f"env={key[0]} slot={key[1]}: {got[key][0]} {got[key][1]}, "
+        errors.append(f"env={key[0]} slot={key[1]} replica={key[2]}: {got[key][0]} {got[key][1]}, "
                       f"the deploy uses {want[key][0]} {want[key][1]}")
 
 rules = [r for g in yaml.safe_load(open(rules_path))["groups"] for r in g["rules"]]
@@ -184,16 +186,16 @@ down = [r for r in rules if r.get("alert") == "PierDown"]
 absent = set()
 for r in down:
     absent |= set(re.findall(r'absent\(\s*up\{[^}]*env="([^"]+)"', r["expr"]))
-for env in sorted({env for env, _ in want}):
+for env in sorted({key[0] for key in want}):
     if env not in absent:
         errors.append(f"PierDown has no absent(up{{... env=\"{env}\"}}) term")
 for e in errors:
     print(e)
-print(f"{len(got)} scrape targets checked against {len(want)} deploy slots")
+print(f"{len(got)} scrape targets checked against {len(want)} deploy replicas")
 sys.exit(1 if errors else 0)
 PY
 }
-check "scrape targets are the blue/green deploy's slots" slots_check
+check "scrape targets are the blue/green deploy's replicas (slot_port)" slots_check
 
 # Mutants: one directory per (alert, mutation) with a mutated alerts.yml
 # next to a copy of alerts_test.yml.

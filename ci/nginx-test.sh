@@ -47,7 +47,7 @@ dead=$(free_port)
 cp -r "$root/config/nginx" "$tmp/conf"
 sed -i -E "s/^( *listen ).*;/\\1127.0.0.1:$port;/" "$tmp/conf/pier.conf"
 for env in prod staging; do
-  sed -i -E "s/^server 127\\.0\\.0\\.1:[0-9]+/server 127.0.0.1:$dead/" "$tmp/conf/upstreams/$env.conf"
+  printf 'server 127.0.0.1:%s;\n' "$dead" >"$tmp/conf/upstreams/$env.conf"
 done
 
 # nginx -t with its output in a file we own: as non-root, nginx cannot open /dev/stdout

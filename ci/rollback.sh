@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Roll an environment back: redeploy its previous successful release (from the VM's release
-# history), or TAG, through ci/deploy.sh: the same health wait, version check, nginx switch
+# history), or TAG, through ci/deploy.sh: the same health wait, version check, switch
 # and drain as a deploy, recorded in the history as action `rollback`.
 #
 #   ci/rollback.sh ENV [TAG]

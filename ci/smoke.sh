@@ -122,8 +122,10 @@ check "published ports are on 127.0.0.1 only" bash -c \
 nginx_port=$(free_port)
 cp -r "$root/config/nginx" "$tmp/conf"
 sed -i -E "s/^( *listen ).*;/\\1127.0.0.1:$nginx_port;/" "$tmp/conf/pier.conf"
-sed -i -E "s/^server 127\\.0\\.0\\.1:[0-9]+/server 127.0.0.1:$prod_port/" "$tmp/conf/upstreams/prod.conf"
-sed -i -E "s/^server 127\\.0\\.0\\.1:[0-9]+/server 127.0.0.1:$staging_port/" "$tmp/conf/upstreams/staging.conf"
+# The shipped upstream files name the VM's Unix sockets (ci/deploy.sh); here each
+# environment is one container on a loopback port.
+printf 'server 127.0.0.1:%s;\n' "$prod_port" >"$tmp/conf/upstreams/prod.conf"
+printf 'server 127.0.0.1:%s;\n' "$staging_port" >"$tmp/conf/upstreams/staging.conf"
 # nginx -t with its output in a file we own: as non-root, nginx cannot open /dev/stdout
 # when it is a pipe that belongs to another user.
 nginx_t() {

@@ -6,9 +6,9 @@ What a monitoring user would see is checked end to end:
     requests it served;
   * Prometheus, configured from the shipped config/prometheus/prometheus.yml
     (only the target ports, the intervals and the rule file path changed),
-    scrapes the four blue/green slots (prod blue/green, staging blue/green)
-    with pier running in the blue slots only, as after a first deploy: the
-    blue targets up and the idle green ones down, with job/env/slot labels,
+    scrapes the eight targets (prod and staging, blue and green slots,
+    replicas a and b) with pier running as replica a of the blue slots only:
+    those targets up and the idle ones down, with job/env/slot/replica labels,
     the per-environment metrics path, and request counters above zero;
   * the shipped alerts.yml loads, every rule evaluates without error on real
     pier series, and nothing fires while all is well, even though the idle
@@ -63,12 +63,19 @@ START_TIMEOUT_S = 10  # pier's "listening" line, Prometheus' /-/ready
 SCRAPE_TIMEOUT_S = 30  # targets up, rules evaluated, alerts changing state
 STOP_TIMEOUT_S = 10  # SIGTERM -> exit, before SIGKILL
 
-# The targets of the shipped prometheus.yml: (env, slot) -> host:port.
+# The targets of the shipped prometheus.yml: (env, slot, replica) -> host:port. Each slot
+# runs two replicas (a, b); this test runs pier as replica a, and leaves replica b's target
+# idle like a slot that is not running (what the alerts make of an environment does not
+# depend on how many of its targets are up).
 SLOTS = {
-    ("prod", "blue"): "127.0.0.1:8000",
-    ("prod", "green"): "127.0.0.1:8010",
-    ("staging", "blue"): "127.0.0.1:8001",
-    ("staging", "green"): "127.0.0.1:8011",
+    ("prod", "blue", "a"): "127.0.0.1:8000",
+    ("prod", "blue", "b"): "127.0.0.1:8002",
+    ("prod", "green", "a"): "127.0.0.1:8010",
+    ("prod", "green", "b"): "127.0.0.1:8012",
+    ("staging", "blue", "a"): "127.0.0.1:8001",
+    ("staging", "blue", "b"): "127.0.0.1:8003",
+    ("staging", "green", "a"): "127.0.0.1:8011",
+    ("staging", "green", "b"): "127.0.0.1:8013",
 }
 PREFIX = {"prod": "/prod", "staging": "/staging"}
 
@@ -400,28 +407,29 @@ class PrometheusScrapesPier(unittest.TestCase):
         ports, piers = {}, {}
         for env in ("prod", "staging"):
             process, port, config = self.start_pier(env, PREFIX[env])
-            ports[(env, "blue")] = port
+            ports[(env, "blue", "a")] = port
             piers[env] = (process, config)
-        for env in ("prod", "staging"):
-            port = free_port()
-            while port in ports.values():
+        for key in SLOTS:
+            if key not in ports:
                 port = free_port()
-            ports[(env, "green")] = port
-        self.send_traffic(ports[("prod", "blue")], "/prod", health_requests=3)
-        self.send_traffic(ports[("staging", "blue")], "/staging", health_requests=2)
+                while port in ports.values():
+                    port = free_port()
+                ports[key] = port
+        self.send_traffic(ports[("prod", "blue", "a")], "/prod", health_requests=3)
+        self.send_traffic(ports[("staging", "blue", "a")], "/staging", health_requests=2)
         self.start_prometheus({SLOTS[slot]: ports[slot] for slot in SLOTS})
         return ports, piers
 
     def up_by_slot(self):
-        """{(env, slot): (instance, up)} from Prometheus."""
+        """{(env, slot, replica): (instance, up)} from Prometheus."""
         return {
-            (m.get("env"), m.get("slot")): (m.get("instance"), v)
+            (m.get("env"), m.get("slot"), m.get("replica")): (m.get("instance"), v)
             for m, v in self.query('up{job="pier"}')
         }
 
     def wait_slots(self, ports, running, what):
-        """Wait until Prometheus has exactly the four slot targets, at the
-        test's ports, up exactly for the (env, slot) pairs in `running`."""
+        """Wait until Prometheus has exactly the eight replica targets, at the
+        test's ports, up exactly for the (env, slot, replica) in `running`."""
         want = {
             slot: (f"127.0.0.1:{ports[slot]}", 1.0 if slot in running else 0.0)
             for slot in SLOTS
@@ -507,7 +515,7 @@ class PrometheusScrapesPier(unittest.TestCase):
         ports, _ = self.start_blue_slots()
         self.wait_slots(
             ports,
-            {("prod", "blue"), ("staging", "blue")},
+            {("prod", "blue", "a"), ("staging", "blue", "a")},
             "the blue slots are up and the idle green slots down",
         )
 
@@ -538,8 +546,8 @@ class PrometheusScrapesPier(unittest.TestCase):
         # (changes, increase, rate, subqueries) in the rules have something
         # to chew on, and the green slots have been down for several scrapes.
         self.wait_until(
-            "5 scrapes of each of the 4 targets are stored",
-            lambda: len(self.query('count_over_time(up{job="pier"}[1m]) >= 5')) == 4,
+            "5 scrapes of each of the 8 targets are stored",
+            lambda: len(self.query('count_over_time(up{job="pier"}[1m]) >= 5')) == 8,
             SCRAPE_TIMEOUT_S,
         )
 
@@ -574,10 +582,10 @@ class PrometheusScrapesPier(unittest.TestCase):
         ports, piers = self.start_blue_slots()
         prod, prod_config = piers["prod"]
         staging, _ = piers["staging"]
-        prod_port = ports[("prod", "blue")]
+        prod_port = ports[("prod", "blue", "a")]
         self.wait_slots(
             ports,
-            {("prod", "blue"), ("staging", "blue")},
+            {("prod", "blue", "a"), ("staging", "blue", "a")},
             "the blue slots are up and the idle green slots down",
         )
 
@@ -628,21 +636,16 @@ class PrometheusScrapesPier(unittest.TestCase):
         self.assertNotIn("instance", labels)
         self.assertEqual(
             {slot: up for slot, (_, up) in self.up_by_slot().items()},
-            {
-                ("prod", "blue"): 1.0,
-                ("prod", "green"): 0.0,
-                ("staging", "blue"): 0.0,
-                ("staging", "green"): 0.0,
-            },
+            {key: 1.0 if key == ("prod", "blue", "a") else 0.0 for key in SLOTS},
         )
 
     def test_deploy_switch_is_no_outage_and_in_place_restart_is(self):
         ports, piers = self.start_blue_slots()
         blue, _ = piers["prod"]
-        green_port = ports[("prod", "green")]
+        green_port = ports[("prod", "green", "a")]
         self.wait_slots(
             ports,
-            {("prod", "blue"), ("staging", "blue")},
+            {("prod", "blue", "a"), ("staging", "blue", "a")},
             "the blue slots are up and the idle green slots down",
         )
 
@@ -652,13 +655,13 @@ class PrometheusScrapesPier(unittest.TestCase):
         self.send_traffic(green_port, "/prod", health_requests=1)
         self.wait_slots(
             ports,
-            {("prod", "blue"), ("prod", "green"), ("staging", "blue")},
+            {("prod", "blue", "a"), ("prod", "green", "a"), ("staging", "blue", "a")},
             "both prod slots are up (mid-deploy)",
         )
         blue.stop()
         self.wait_slots(
             ports,
-            {("prod", "green"), ("staging", "blue")},
+            {("prod", "green", "a"), ("staging", "blue", "a")},
             "prod runs in green only, blue is down",
         )
 
