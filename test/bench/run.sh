@@ -9,7 +9,8 @@
 #      1000 connections. Per run: req/s, p50/p99, the server's CPU time (utime+stime from
 #      /proc/PID/stat, every process of the server) divided by the requests wrk counted, RSS
 #      idle and after the 1000-connection run. pier with `workers: auto` runs too.
-#   2. nginx as a reverse proxy in front of pier against nginx answering alone.
+#   2. nginx as a reverse proxy in front of pier against nginx answering alone; the proxy
+#      to pier over TCP loopback and over a Unix socket (listen.unix), alternated per round.
 #   3. Instructions per request under callgrind: (Ir(N+1000) - Ir(1000)) / N, with N
 #      keep-alive GETs on one connection (test/bench/kaclient.c), pier and nginx
 #      (`master_process off; daemon off;`), access log off and on.
@@ -130,7 +131,7 @@ BODY=$(printf '%s' "$BODY" | sed 's/"uptime_s":[0-9]*/"uptime_s":0/')
 
 # ---- server configs -----------------------------------------------------------------------
 
-nginx_conf() { # nginx_conf FILE PORT WORKERS LOG(on|off) MODE(return|proxy|single) [UPSTREAM_PORT]
+nginx_conf() { # nginx_conf FILE PORT WORKERS LOG(on|off) MODE(return|proxy|single) [UPSTREAM_PORT|unix:PATH]
     local file=$1 port=$2 workers=$3 logging=$4 mode=$5 up=${6:-0} access location
     local dir
     dir=$(dirname "$file")
@@ -174,7 +175,10 @@ http {
   scgi_temp_path $dir/tmp;
 EOF
         if [ "$mode" = proxy ]; then
-            printf '  upstream pier_upstream { server 127.0.0.1:%s; keepalive 1024; }\n' "$up"
+            case $up in
+            unix:*) printf '  upstream pier_upstream { server %s; keepalive 1024; }\n' "$up" ;;
+            *) printf '  upstream pier_upstream { server 127.0.0.1:%s; keepalive 1024; }\n' "$up" ;;
+            esac
         fi
         cat <<EOF
   server {
@@ -197,6 +201,9 @@ server_cmd() {
         printf '%s\n' "$PIER_BIN" --config "$ROOT/config/pier/prod.yaml" \
             --set listen.host=127.0.0.1 --set "listen.port=$port" \
             --set "log.access=$access" --set "workers=$workers"
+        # part 2: pier also on a Unix socket, for nginx -> pier over it (0666: nginx's workers
+        # run as nobody when the benchmark runs as root)
+        [ -n "${PIER_UNIX_SOCK:-}" ] && printf '%s\n' --set "listen.unix=$PIER_UNIX_SOCK" --set listen.unix_mode=0666
         ;;
     nginx-on | nginx-off)
         nginx_conf "$dir/nginx.conf" "$port" 1 "${name#nginx-}" return
@@ -272,7 +279,7 @@ run_wrk() {
     cpu_us=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN{printf "%.3f", t*1e6/hz/n}')
     printf 'wrk\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$conns" "$round" "$rps" "$p50" "$p99" \
         "$cpu_us" "$reqs" >>"$RAW"
-    log "$(printf '%-14s c=%-4s round %s: %9.0f req/s  p50 %6.3f ms  p99 %7.3f ms  cpu %6.3f us/req %s' \
+    log "$(printf '%-18s c=%-4s round %s: %9.0f req/s  p50 %6.3f ms  p99 %7.3f ms  cpu %6.3f us/req %s' \
         "$label" "$conns" "$round" "$rps" "$p50" "$p99" "$cpu_us" "$errs")"
 }
 
@@ -324,31 +331,41 @@ fi
 # ---- part 2: nginx in front of pier against nginx alone -----------------------------------
 
 if [[ " $PARTS " == *" proxy "* ]]; then
-    log "part 2: nginx -> pier against nginx alone (access logs off)"
+    log "part 2: nginx -> pier (TCP, Unix socket) against nginx alone (access logs off)"
     for round in $(seq 1 "$ROUNDS"); do
         # nginx alone
         start_server nginx-off "p$round" || true
         mapfile -t pids < <(server_pids "$SRV_PID")
         for c in $CONNS; do run_wrk nginx-alone "$c" "$round" "$SRV_PORT" "${pids[@]}"; done
         stop_pid "$SRV_PID"
-        # nginx -> pier: both processes' CPU counts
+        # nginx -> pier: both processes' CPU counts. The same pier listens on TCP and on a
+        # Unix socket; nginx proxies over one, then the other (the order alternates by round).
+        chmod 0755 "$TMP" # nginx's workers (nobody, under root) reach the socket through it
+        PIER_UNIX_SOCK=$TMP/proxy.$round.sock
         start_server pier-off "p$round" || true
+        PIER_UNIX_SOCK=""
         pier_pid=$SRV_PID pier_port=$SRV_PORT
-        dir=$TMP/proxy.$round
-        mkdir -p "$dir/tmp"
-        port=$(free_port)
-        nginx_conf "$dir/nginx.conf" "$port" 1 off proxy "$pier_port"
-        "$KACLIENT" start "$port" "$HEALTH" "$dir/pid" "$dir/out.log" -- \
-            "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >/dev/null || true
-        if [ -s "$dir/pid" ]; then
-            ngx_pid=$(cat "$dir/pid")
-            PIDS+=("$ngx_pid")
-            mapfile -t pids < <(server_pids "$ngx_pid")
-            for c in $CONNS; do
-                run_wrk nginx-to-pier "$c" "$round" "$port" "${pids[@]}" "$pier_pid"
-            done
-            stop_pid "$ngx_pid"
-        fi
+        transports="tcp unix"
+        [ $((round % 2)) = 0 ] && transports="unix tcp"
+        for tr in $transports; do
+            dir=$TMP/proxy.$round.$tr
+            mkdir -p "$dir/tmp"
+            port=$(free_port)
+            up=$pier_port label=nginx-to-pier
+            [ "$tr" = unix ] && up=unix:$TMP/proxy.$round.sock label=nginx-to-pier-unix
+            nginx_conf "$dir/nginx.conf" "$port" 1 off proxy "$up"
+            "$KACLIENT" start "$port" "$HEALTH" "$dir/pid" "$dir/out.log" -- \
+                "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >/dev/null || true
+            if [ -s "$dir/pid" ]; then
+                ngx_pid=$(cat "$dir/pid")
+                PIDS+=("$ngx_pid")
+                mapfile -t pids < <(server_pids "$ngx_pid")
+                for c in $CONNS; do
+                    run_wrk "$label" "$c" "$round" "$port" "${pids[@]}" "$pier_pid"
+                done
+                stop_pid "$ngx_pid"
+            fi
+        done
         stop_pid "$pier_pid"
     done
 fi
@@ -436,13 +453,13 @@ fi
     $1 == "rss_after" { add("after" SUBSEP $2, $5) }
     $1 == "callgrind" { ir[$2] = $5 }
     END {
-        printf "%-14s %6s %10s %9s %9s %12s\n", "server", "conns", "req/s", "p50 ms", "p99 ms", "cpu us/req"
+        printf "%-18s %6s %10s %9s %9s %12s\n", "server", "conns", "req/s", "p50 ms", "p99 ms", "cpu us/req"
         for (i = 1; i <= n; i++) {
             split(order[i], kk, SUBSEP)
             r = median("rps" SUBSEP order[i]); c = median("cpu" SUBSEP order[i])
             m[kk[1], kk[2], "rps"] = r; m[kk[1], kk[2], "cpu"] = c
             m[kk[1], kk[2], "p99"] = median("p99" SUBSEP order[i])
-            printf "%-14s %6s %10.0f %9.3f %9.3f %12.3f\n", kk[1], kk[2], r, median("p50" SUBSEP order[i]), m[kk[1], kk[2], "p99"], c
+            printf "%-18s %6s %10.0f %9.3f %9.3f %12.3f\n", kk[1], kk[2], r, median("p50" SUBSEP order[i]), m[kk[1], kk[2], "p99"], c
         }
         print ""
         printf "%-14s %12s %14s %18s\n", "server", "start ms", "idle RSS KiB", "RSS after KiB"
@@ -481,6 +498,11 @@ fi
                     m["nginx-to-pier", c, "rps"] / m["nginx-alone", c, "rps"],
                     (m["nginx-alone", c, "p99"] > 0 ? m["nginx-to-pier", c, "p99"] / m["nginx-alone", c, "p99"] : 0),
                     m["nginx-to-pier", c, "cpu"] / m["nginx-alone", c, "cpu"]
+            if (m["nginx-to-pier-unix", c, "cpu"] != "" && m["nginx-to-pier", c, "cpu"] > 0)
+                printf "  nginx->pier unix socket / TCP loopback c=%-5s req/s %.3f   p99 %.3f   cpu/req (nginx+pier) %.3f\n", c,
+                    m["nginx-to-pier-unix", c, "rps"] / m["nginx-to-pier", c, "rps"],
+                    (m["nginx-to-pier", c, "p99"] > 0 ? m["nginx-to-pier-unix", c, "p99"] / m["nginx-to-pier", c, "p99"] : 0),
+                    m["nginx-to-pier-unix", c, "cpu"] / m["nginx-to-pier", c, "cpu"]
         }
         if (length(ir) > 0) {
             print ""
