@@ -25,7 +25,7 @@
 # per environment and client kind.
 #
 #   ci/deploy-test.sh
-#   DEPLOY_TEST_REPO   repository of the test's images (default pier-deploytest)
+#   DEPLOY_TEST_REPO   repository of the test's images (default pier-deploytest-<pid>)
 #   DEPLOY_TEST_AFTER  seconds of load after each deploy ends (default 2)
 # Containers are named pier-deploytest-<pid>-ENV-SLOT-REPLICA; ports are free loopback ports
 # below the kernel's ephemeral range (20000-32767); state, sockets and nginx live in a
@@ -34,7 +34,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-repo=${DEPLOY_TEST_REPO:-pier-deploytest}
+repo=${DEPLOY_TEST_REPO:-pier-deploytest-$$} # per run: tests running at once never share an image
 after_s=${DEPLOY_TEST_AFTER:-2}
 prefix=pier-deploytest-$$
 t_begin=$SECONDS
