@@ -28,6 +28,8 @@ const char *pier_status_text(int status) {
         return "Content Too Large";
     case 415:
         return "Unsupported Media Type";
+    case 414:
+        return "URI Too Long";
     case 417:
         return "Expectation Failed";
     case 431:
@@ -63,6 +65,16 @@ int pier_request_header(const struct pier_request *req, const char *name, struct
         }
     }
     return 0;
+}
+
+int pier_request_content_type_is(const struct pier_request *req, const char *type) {
+    struct pier_str ct;
+    if (!pier_request_header(req, "Content-Type", &ct))
+        return 0;
+    size_t n = strlen(type);
+    if (ct.n < n || strncasecmp(ct.p, type, n) != 0)
+        return 0;
+    return ct.n == n || ct.p[n] == ';' || ct.p[n] == ' ' || ct.p[n] == '\t';
 }
 
 void pier_response_begin(struct pier_response *res, int status, const char *content_type) {

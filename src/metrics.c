@@ -26,7 +26,7 @@ static const char *const bucket_le[PIER_HIST_BUCKETS] = {
 static const char *const method_names[PIER_METRIC_METHODS] = {
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER"};
 static const int codes[PIER_METRIC_CODES] = {200, 204, 400, 404, 405, 408, 411, 413, 415, 417,
-                                             431, 500, 501, 503, 505, 401, 0,   0,   0,   0};
+                                             431, 500, 501, 503, 505, 401, 414, 0,   0,   0};
 static const char *const bad_names[PIER_BAD_REASONS] = {
     "malformed",       "header_too_large", "body_too_large", "header_timeout",
     "request_timeout", "not_implemented",  "expectation",    "overload"};

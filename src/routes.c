@@ -10,7 +10,8 @@ const struct pier_route pier_routes[] = {
     {"GET", "/health/ready", pier_handle_ready, 0, "Readiness: 503 while draining"},
     {"GET", "/version", pier_handle_version, 0, "Version, commit, build and library versions"},
     {"GET", "/version/{component}", pier_handle_version_component, 0, "One library's version"},
-    {"POST", "/echo", pier_handle_echo, PIER_ROUTE_BODY, "Echo a JSON body back"},
+    {"POST", "/echo", pier_handle_echo, PIER_ROUTE_BODY, "Echo a JSON body back",
+     "application/json"},
     {"GET", "/metrics", pier_handle_metrics, PIER_ROUTE_METRICS, "Prometheus metrics"},
 };
 const size_t pier_routes_count = sizeof pier_routes / sizeof pier_routes[0];

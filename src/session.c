@@ -42,7 +42,8 @@ struct pier_reqstate {
     uint32_t field_off, value_off;
     uint32_t nhdr;
     uint32_t trailer_bytes;
-    uint32_t head_bytes; /* request line and header bytes as sent, counted by scan() */
+    uint32_t head_bytes;   /* request line and header bytes as sent, counted by scan() */
+    uint32_t method_bytes; /* method bytes llhttp reported in earlier feeds */
     uint64_t body_bytes;
     uint64_t start_ns;
     int route;
@@ -119,7 +120,7 @@ static struct pier_reqstate *reqstate_get(struct pier_env *env) {
     pier_buf_reset(&rq->head);
     pier_buf_reset(&rq->body);
     rq->url_len = rq->field_off = rq->value_off = rq->nhdr = rq->trailer_bytes = 0;
-    rq->head_bytes = 0;
+    rq->head_bytes = rq->method_bytes = 0;
     rq->body_bytes = 0;
     rq->route = PIER_ROUTE_NONE;
     rq->rid[0] = '\0';
@@ -168,8 +169,7 @@ static struct pier_str request_id(struct pier_session *s) {
     struct pier_reqstate *rq = s->rq;
     if (rq && rq->req.request_id.n)
         return rq->req.request_id;
-    static _Thread_local char fallback[33];
-    char *out = rq ? rq->rid : fallback;
+    char *out = rq ? rq->rid : s->env->rid_fallback;
     static const char hex[] = "0123456789abcdef";
     uint64_t a = env_rand(s->env), b = env_rand(s->env);
     for (int i = 0; i < 16; i++) {
@@ -347,9 +347,6 @@ enum scan_state {
 
 enum { SCAN_MORE, SCAN_WAIT, SCAN_HEAD_END, SCAN_MSG_END, SCAN_BAD };
 
-/* Where scan() has got to in the bytes of the current pier_session_feed call. */
-static _Thread_local const char *scan_at, *scan_end;
-
 static int is_tchar(unsigned char c) {
     /* RFC 9110 token: ALPHA DIGIT ! # $ % & ' * + - . ^ _ ` | ~ */
     static const uint32_t map[8] = {0, 0x03ff6cfa, 0xc7fffffe, 0x57ffffff, 0, 0, 0, 0};
@@ -360,11 +357,11 @@ static int is_hex(unsigned char c) {
     return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
 }
 
-/* Check from scan_at up to `end`. Stops after the end of a head (SCAN_HEAD_END), of a
+/* Check from s->env->scan_at up to `end`. Stops after the end of a head (SCAN_HEAD_END), of a
  * chunked message (SCAN_MSG_END), or before chunk data (SCAN_WAIT); *why says what is wrong
  * when it returns SCAN_BAD. */
 static int scan(struct pier_session *s, const char *end, const char **why) {
-    const char *p = scan_at;
+    const char *p = s->env->scan_at;
     unsigned st = s->scan & SC_STATE, fl = s->scan & ~SC_STATE & 0xffu;
     int rc = SCAN_MORE;
     int in_head = st != SC_OFF && st < SC_SIZE0 && !(fl & SC_TRAILER);
@@ -468,8 +465,8 @@ static int scan(struct pier_session *s, const char *end, const char **why) {
     }
 out:
     if (in_head && s->rq) /* a call that starts in the head ends with it at the latest */
-        s->rq->head_bytes += (uint32_t)(p - scan_at);
-    scan_at = p;
+        s->rq->head_bytes += (uint32_t)(p - s->env->scan_at);
+    s->env->scan_at = p;
     s->scan = (uint8_t)(st | fl);
     return rc;
 bad_byte:
@@ -478,7 +475,7 @@ bad_byte:
 bad_name:
     *why = c == '\n' ? "bare LF" : "invalid character in a header name";
 bad:
-    scan_at = p;
+    s->env->scan_at = p;
     s->scan = SC_OFF;
     return SCAN_BAD;
 }
@@ -494,13 +491,22 @@ static int framing_error(struct pier_session *s, const char *why) {
     return HPE_PAUSED;
 }
 
+/* The head went past limits.max_header_bytes: 414 while still in the request line (the
+ * target is what is too long, as nginx answers when a request line outgrows its buffer),
+ * 431 once header fields have started. */
+static void head_too_large(struct pier_session *s, const char *why_fields) {
+    if (!(s->flags & PIER_S_IN_FIELDS))
+        fail(s, 414, "request line exceeds limits.max_header_bytes", PIER_BAD_HEADER_TOO_LARGE);
+    else
+        fail(s, 431, why_fields, PIER_BAD_HEADER_TOO_LARGE);
+}
+
 /* Past limits.max_header_bytes, counting every byte of the request line and the headers as
- * sent (whitespace llhttp skips included)? Then 431. */
+ * sent (whitespace llhttp skips included)? Then 414 or 431. */
 static int head_bytes_over(struct pier_session *s) {
     if (s->rq == NULL || s->rq->head_bytes <= (uint64_t)s->env->cfg->max_header_bytes)
         return 0;
-    fail(s, 431, "request line and headers exceed limits.max_header_bytes",
-         PIER_BAD_HEADER_TOO_LARGE);
+    head_too_large(s, "request line and headers exceed limits.max_header_bytes");
     return 1;
 }
 
@@ -515,10 +521,9 @@ static int head_too_big(struct pier_session *s) {
     size_t used = rq->head.len + 4u * rq->nhdr + 16u;
     if (used <= (size_t)s->env->cfg->max_header_bytes && rq->nhdr < PIER_MAX_HEADERS)
         return 0;
-    fail(s, 431,
-         rq->nhdr >= PIER_MAX_HEADERS ? "too many header fields"
-                                      : "request line and headers exceed limits.max_header_bytes",
-         PIER_BAD_HEADER_TOO_LARGE);
+    head_too_large(s, rq->nhdr >= PIER_MAX_HEADERS
+                          ? "too many header fields"
+                          : "request line and headers exceed limits.max_header_bytes");
     return 1;
 }
 
@@ -534,11 +539,17 @@ static int on_message_begin(llhttp_t *p) {
     return 0;
 }
 
+static int on_method(llhttp_t *p, const char *at, size_t len) {
+    (void)at;
+    of(p)->rq->method_bytes += (uint32_t)len;
+    return 0;
+}
+
 static int on_url(llhttp_t *p, const char *at, size_t len) {
     struct pier_session *s = of(p);
     if (s->rq->head.len == 0) { /* the target's first bytes: check the head from here */
         s->scan = SC_LINE;
-        scan_at = at;
+        s->env->scan_at = at;
     }
     pier_buf_append(&s->rq->head, at, len);
     return head_too_big(s) ? HPE_PAUSED : 0;
@@ -558,7 +569,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
         goto trailer;
     }
     if (!(s->flags & PIER_S_IN_FIELD)) {
-        s->flags |= PIER_S_IN_FIELD;
+        s->flags |= PIER_S_IN_FIELD | PIER_S_IN_FIELDS;
         rq->field_off = (uint32_t)rq->head.len;
     }
     pier_buf_append(&rq->head, at, len);
@@ -650,6 +661,51 @@ static int valid_request_id(struct pier_str v) {
     return 1;
 }
 
+static void dispatch(struct pier_session *s, struct pier_response *res);
+
+/* Match the request's path (below the prefix) against the route table. */
+static void route_request(struct pier_session *s) {
+    struct pier_reqstate *rq = s->rq;
+    struct pier_request *req = &rq->req;
+    const struct pier_config *cfg = s->env->cfg;
+    struct pier_str path = req->path;
+    if (cfg->prefix_len) {
+        if (path.n < cfg->prefix_len || memcmp(path.p, cfg->prefix, cfg->prefix_len) != 0 ||
+            (path.n > cfg->prefix_len && path.p[cfg->prefix_len] != '/')) {
+            rq->route = PIER_ROUTE_NONE;
+            return;
+        }
+        path.p += cfg->prefix_len;
+        path.n -= cfg->prefix_len;
+    }
+    if (path.n == 0)
+        path.p = "/", path.n = 1;
+    req->route_path = path;
+    rq->route = pier_router_match(pier_routes, pier_routes_count, req->method_name, path,
+                                  cfg->metrics_enabled ? 0 : PIER_ROUTE_METRICS, req->params,
+                                  &req->nparams, rq->allow, sizeof rq->allow);
+    if (rq->route >= 0 && (pier_routes[rq->route].flags & PIER_ROUTE_BODY))
+        s->flags |= PIER_S_KEEP_BODY;
+}
+
+/* Does the route want its body in a media type this request does not declare? (415) */
+static int body_type_refused(const struct pier_request *req, int route) {
+    const char *type = route >= 0 ? pier_routes[route].body_type : NULL;
+    return type && !pier_request_content_type_is(req, type);
+}
+
+/* RFC 9110 7.2: Host is uri-host [ ":" port ]: a reg-name, an IPv4 address or an IP literal
+ * in brackets, so these characters and nothing else (empty is allowed: no authority). */
+static int valid_host(struct pier_str v) {
+    for (size_t i = 0; i < v.n; i++) {
+        unsigned char c = (unsigned char)v.p[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              strchr("-._~!$&'()*+,;=:[]%", c)))
+            return 0;
+    }
+    return 1;
+}
+
 static int on_headers_complete(llhttp_t *p) {
     struct pier_session *s = of(p);
     struct pier_reqstate *rq = s->rq;
@@ -680,7 +736,7 @@ static int on_headers_complete(llhttp_t *p) {
         req->request_id = v;
 
     const char *why = NULL;
-    if (scan(s, scan_end, &why) != SCAN_HEAD_END)
+    if (scan(s, s->env->scan_end, &why) != SCAN_HEAD_END)
         return framing_error(s, why);
     if (head_bytes_over(s))
         return HPE_PAUSED;
@@ -695,6 +751,21 @@ static int on_headers_complete(llhttp_t *p) {
         fail(s, 505, "only HTTP/1.0 and HTTP/1.1 are supported", PIER_BAD_NOT_IMPLEMENTED);
         return HPE_PAUSED;
     }
+    /* RFC 9112 3.2: an HTTP/1.1 request has exactly one Host (HTTP/1.0 may have none), and
+     * no request has two; either way, or with a value that is no host, the answer is 400 */
+    struct pier_str host = {NULL, 0};
+    unsigned nhost = 0;
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (pier_str_ieq(req->headers[i].name, "Host"))
+            host = req->headers[i].value, nhost++;
+    if (nhost > 1 || (nhost == 0 && p->http_minor >= 1) || (nhost == 1 && !valid_host(host))) {
+        fail(s, 400,
+             nhost > 1    ? "more than one Host header"
+             : nhost == 0 ? "no Host header (an HTTP/1.1 request must have one)"
+                          : "invalid Host header",
+             PIER_BAD_MALFORMED);
+        return HPE_PAUSED;
+    }
     if (pier_request_header(req, "Transfer-Encoding", &v) && !pier_str_ieq(v, "chunked")) {
         fail(s, 501, "only the chunked transfer coding is supported", PIER_BAD_NOT_IMPLEMENTED);
         return HPE_PAUSED;
@@ -702,6 +773,11 @@ static int on_headers_complete(llhttp_t *p) {
     if (p->http_minor == 0 && pier_request_header(req, "Transfer-Encoding", &v)) {
         /* RFC 9112 6.1: HTTP/1.0 framing with a transfer coding is faulty */
         fail(s, 400, "Transfer-Encoding is not allowed in an HTTP/1.0 request", PIER_BAD_MALFORMED);
+        return HPE_PAUSED;
+    }
+    /* RFC 9112 3.2: the request target has no fragment; a client strips it before sending */
+    if (memchr(req->target.p, '#', req->target.n)) {
+        fail(s, 400, "the request target must not contain a fragment (#)", PIER_BAD_MALFORMED);
         return HPE_PAUSED;
     }
     int options_star = p->method == HTTP_OPTIONS && req->target.n == 1 && req->target.p[0] == '*';
@@ -715,35 +791,34 @@ static int on_headers_complete(llhttp_t *p) {
         fail(s, 413, "request body exceeds limits.max_body_bytes", PIER_BAD_BODY_TOO_LARGE);
         return HPE_PAUSED;
     }
+    int expect_continue = 0;
     if (pier_request_header(req, "Expect", &v)) {
         if (!pier_str_ieq(v, "100-continue")) {
             fail(s, 417, "only the expectation 100-continue is supported", PIER_BAD_EXPECTATION);
             return HPE_PAUSED;
         }
-        if (p->http_minor >= 1 && (chunked || (has_length && p->content_length > 0)))
-            LIT(&env->out, "HTTP/1.1 100 Continue\r\n\r\n");
+        /* RFC 9110 10.1.1: an HTTP/1.0 client's 100-continue is ignored */
+        expect_continue = p->http_minor >= 1 && (chunked || (has_length && p->content_length > 0));
     }
 
     /* route now, so a body nobody reads is counted but not kept */
-    if (!options_star) {
-        struct pier_str path = req->path;
-        if (cfg->prefix_len) {
-            if (path.n < cfg->prefix_len || memcmp(path.p, cfg->prefix, cfg->prefix_len) != 0 ||
-                (path.n > cfg->prefix_len && path.p[cfg->prefix_len] != '/')) {
-                rq->route = PIER_ROUTE_NONE;
-                return 0;
-            }
-            path.p += cfg->prefix_len;
-            path.n -= cfg->prefix_len;
+    if (!options_star)
+        route_request(s);
+
+    /* 100 Continue invites the body: only when it will be read. Any other answer (404, 405,
+     * 415, a route that takes no body) is known now, so it goes at once, instead of the 100,
+     * and the connection closes: the client then never sends a body that would be thrown
+     * away (RFC 9110 10.1.1). */
+    if (expect_continue) {
+        if ((s->flags & PIER_S_KEEP_BODY) && !body_type_refused(req, rq->route)) {
+            LIT(&env->out, "HTTP/1.1 100 Continue\r\n\r\n");
+            return 0;
         }
-        if (path.n == 0)
-            path.p = "/", path.n = 1;
-        req->route_path = path;
-        rq->route = pier_router_match(pier_routes, pier_routes_count, req->method_name, path,
-                                      cfg->metrics_enabled ? 0 : PIER_ROUTE_METRICS, req->params,
-                                      &req->nparams, rq->allow, sizeof rq->allow);
-        if (rq->route >= 0 && (pier_routes[rq->route].flags & PIER_ROUTE_BODY))
-            s->flags |= PIER_S_KEEP_BODY;
+        struct pier_response res = {.body = &env->body};
+        dispatch(s, &res);
+        emit(s, &res, 1, req->method == HTTP_HEAD);
+        s->flags |= PIER_S_RESPONDED | PIER_S_CLOSE;
+        return HPE_PAUSED;
     }
     return 0;
 }
@@ -755,9 +830,9 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
         const char *why = NULL;
         int r = scan(s, at, &why);
         unsigned st = s->scan & SC_STATE;
-        if (r == SCAN_BAD || scan_at != at || (st != SC_DATA_WAIT && st != SC_DATA))
+        if (r == SCAN_BAD || s->env->scan_at != at || (st != SC_DATA_WAIT && st != SC_DATA))
             return framing_error(s, why);
-        scan_at = at + len;
+        s->env->scan_at = at + len;
         s->scan = SC_DATA;
     }
     rq->body_bytes += len;
@@ -791,6 +866,13 @@ static void dispatch(struct pier_session *s, struct pier_response *res) {
         snprintf(res->allow, sizeof res->allow, "%s", rq->allow);
         return;
     }
+    if (body_type_refused(req, rq->route)) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "send the body as Content-Type: %s",
+                 pier_routes[rq->route].body_type);
+        pier_response_error(res, 415, msg);
+        return;
+    }
     req->body.p = rq->body.data ? rq->body.data : "";
     req->body.n = rq->body.len;
     pier_routes[rq->route].handler(req, res);
@@ -802,7 +884,7 @@ static int on_message_complete(llhttp_t *p) {
     int paused = 0;
     if (s->scan != SC_OFF) { /* chunked: the last chunk and the trailers must be whole */
         const char *why = NULL;
-        if (scan(s, scan_end, &why) != SCAN_MSG_END)
+        if (scan(s, s->env->scan_end, &why) != SCAN_MSG_END)
             paused = framing_error(s, why) != 0;
     }
     if (!(s->flags & PIER_S_RESPONDED)) {
@@ -831,32 +913,26 @@ static int on_message_complete(llhttp_t *p) {
     return paused ? HPE_PAUSED : 0;
 }
 
-static const llhttp_settings_t *settings(void) {
-    static llhttp_settings_t st;
-    static int ready;
-    if (!ready) { /* written once, identically, by whichever worker comes first */
-        llhttp_settings_t t;
-        llhttp_settings_init(&t);
-        t.on_message_begin = on_message_begin;
-        t.on_url = on_url;
-        t.on_url_complete = on_url_complete;
-        t.on_header_field = on_header_field;
-        t.on_header_field_complete = on_header_field_complete;
-        t.on_header_value = on_header_value;
-        t.on_header_value_complete = on_header_value_complete;
-        t.on_headers_complete = on_headers_complete;
-        t.on_body = on_body;
-        t.on_message_complete = on_message_complete;
-        st = t;
-        ready = 1;
-    }
-    return &st;
-}
+/* The parser callbacks. A constant, so every worker shares it without a first-use
+ * initialisation (llhttp_settings_init only zeroes the struct; unnamed callbacks stay NULL). */
+static const llhttp_settings_t parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_method = on_method,
+    .on_url = on_url,
+    .on_url_complete = on_url_complete,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
 
 void pier_session_init(struct pier_session *s, struct pier_env *env) {
     memset(s, 0, sizeof *s);
     s->env = env;
-    llhttp_init(&s->parser, HTTP_REQUEST, settings());
+    llhttp_init(&s->parser, HTTP_REQUEST, &parser_settings);
     s->parser.data = s;
     s->phase = PIER_PHASE_HEADERS;
 }
@@ -883,18 +959,52 @@ static void parse_error(struct pier_session *s, llhttp_errno_t err) {
     fail(s, 400, msg, PIER_BAD_MALFORMED);
 }
 
+/* llhttp knows a fixed list of methods and stops at the first byte that leaves it. A method
+ * is any token (RFC 9110 9.1): when the bytes from there to the first SP are token characters
+ * after a non-empty start, the method is one pier does not implement (501); anything else is
+ * a malformed request line (400). The rest of the token may come in later feeds (the flag
+ * PIER_S_METHOD); it counts against limits.max_header_bytes like the request line it is. */
+static void method_rest(struct pier_session *s, const char *p, const char *end, int empty) {
+    struct pier_reqstate *rq = s->rq;
+    for (; p < end; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == ' ' && !empty) {
+            fail(s, 501, "unknown method", PIER_BAD_NOT_IMPLEMENTED);
+            return;
+        }
+        if (!is_tchar(c)) {
+            fail(s, 400, "malformed request: invalid method", PIER_BAD_MALFORMED);
+            return;
+        }
+        empty = 0;
+        if (++rq->method_bytes > (uint64_t)s->env->cfg->max_header_bytes) {
+            head_too_large(s, "");
+            return;
+        }
+    }
+    s->flags |= PIER_S_METHOD;
+}
+
+static int is_method_char(const char *p) {
+    return (*p >= 'A' && *p <= 'Z') || *p == '-' || *p == '_';
+}
+
 int pier_session_feed(struct pier_session *s, const char *data, size_t len) {
     s->env->fed = len;
     if (s->flags & PIER_S_CLOSE)
         return 1;
-    scan_at = data;
-    scan_end = data + len;
+    if (s->flags & PIER_S_METHOD) {
+        method_rest(s, data, data + len, 0);
+        return (s->flags & PIER_S_CLOSE) ? 1 : 0;
+    }
+    s->env->scan_at = data;
+    s->env->scan_end = data + len;
     llhttp_errno_t err = llhttp_execute(&s->parser, data, len);
     if (err == HPE_OK && s->scan != SC_OFF && !(s->flags & PIER_S_CLOSE)) {
         /* a head or a chunked body goes on in the next read: check what came so far */
         const char *why = NULL;
-        int r = scan(s, scan_end, &why);
-        if (r != SCAN_MORE && !(r == SCAN_WAIT && scan_at == scan_end))
+        int r = scan(s, s->env->scan_end, &why);
+        if (r != SCAN_MORE && !(r == SCAN_WAIT && s->env->scan_at == s->env->scan_end))
             framing_error(s, why);
         else
             head_bytes_over(s);
@@ -907,6 +1017,22 @@ int pier_session_feed(struct pier_session *s, const char *data, size_t len) {
         s->env->fed = (size_t)(llhttp_get_error_pos(&s->parser) - data);
         llhttp_resume(&s->parser);
         return PIER_FEED_PAUSE;
+    }
+    if (err == HPE_INVALID_METHOD && s->rq && !(s->flags & PIER_S_RESPONDED)) {
+        /* what llhttp took so far were method letters: before pos in this feed, or earlier */
+        const char *pos = llhttp_get_error_pos(&s->parser);
+        int empty = s->rq->method_bytes == 0 && (pos == data || !is_method_char(pos - 1));
+        s->flags &= (uint16_t)~PIER_S_IN_MESSAGE; /* llhttp's method is none: log "-" */
+        method_rest(s, pos, data + len, empty);
+        return (s->flags & PIER_S_CLOSE) ? 1 : 0;
+    }
+    if (err == HPE_INVALID_CONSTANT && !(s->flags & PIER_S_RESPONDED) &&
+        strcmp(llhttp_get_error_reason(&s->parser), "Invalid method for HTTP/x.x request") == 0) {
+        /* a method llhttp knows from RTSP, sent in HTTP: unknown to HTTP, so to pier */
+        if (s->rq == NULL)
+            s->rq = reqstate_get(s->env);
+        fail(s, 501, "unknown method", PIER_BAD_NOT_IMPLEMENTED);
+        return 1;
     }
     if (err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE)
         parse_error(s, err);

@@ -74,6 +74,9 @@ int pier_str_eq(struct pier_str s, const char *lit);
 int pier_str_ieq(struct pier_str s, const char *lit);
 /* The first header called `name` (case-insensitive); returns 1 and fills `out` if present. */
 int pier_request_header(const struct pier_request *req, const char *name, struct pier_str *out);
+/* Is the request's Content-Type `type` (case-insensitive), bare or with parameters such as
+ * "; charset=utf-8"? */
+int pier_request_content_type_is(const struct pier_request *req, const char *type);
 /* Start a response: status, content type, empty body. */
 void pier_response_begin(struct pier_response *res, int status, const char *content_type);
 /* A JSON error: {"error":{"status":N,"message":"…"}}. */

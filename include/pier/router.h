@@ -26,6 +26,7 @@ struct pier_route {
     pier_handler_fn handler;
     unsigned flags;
     const char *summary;
+    const char *body_type; /* the media type the body must be declared as (else 415), or NULL */
 };
 
 extern const struct pier_route pier_routes[];

@@ -39,6 +39,10 @@ struct pier_env {
     time_t date_sec;
     char date[30];
     size_t fed; /* input bytes the last pier_session_feed consumed */
+    /* Where the framing check (src/session.c) has got to in the bytes of the feed under way:
+     * per worker, because a feed runs on its worker's thread from start to end. */
+    const char *scan_at, *scan_end;
+    char rid_fallback[33]; /* a request id for an answer given before any request state */
 };
 
 /* Responses queued past this stop a feed at the next request boundary (PIER_FEED_PAUSE), so
@@ -61,7 +65,10 @@ enum pier_session_flags {
     PIER_S_CLOSE = 1 << 2,     /* close the connection once env->out is written */
     PIER_S_KEEP_BODY = 1 << 3,
     PIER_S_IN_FIELD = 1 << 4,
-    PIER_S_FULL = 1 << 5, /* the feed stopped because env->out is past its high water mark */
+    PIER_S_FULL = 1 << 5,      /* the feed stopped because env->out is past its high water mark */
+    PIER_S_IN_FIELDS = 1 << 6, /* the request line is over: header fields are being read */
+    PIER_S_METHOD = 1 << 7,    /* llhttp refused the method: reading the rest of its token to
+                                  tell an unknown method (501) from garbage (400) */
 };
 
 struct pier_peer {

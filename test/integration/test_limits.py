@@ -84,12 +84,12 @@ class LimitsTest(unittest.TestCase):
 
     # -- sizes --------------------------------------------------------------------------
     def test_headers_under_the_limit_are_served(self):
-        r, _ = self.status_and_close(b"GET /prod/health HTTP/1.1\r\nX-Pad: " + b"p" * 3800 +
+        r, _ = self.status_and_close(b"GET /prod/health HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"p" * 3800 +
                                      b"\r\nConnection: close\r\n\r\n")
         self.assertEqual(r.status, 200)
 
     def test_headers_over_the_limit_get_431(self):
-        r, closed = self.status_and_close(b"GET /prod/health HTTP/1.1\r\nX-Pad: " + b"p" * 4100 + b"\r\n\r\n")
+        r, closed = self.status_and_close(b"GET /prod/health HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"p" * 4100 + b"\r\n\r\n")
         self.assertEqual(r.status, 431)
         self.assertIn("max_header_bytes", r.json()["error"]["message"])
         self.assertTrue(closed)
@@ -97,7 +97,7 @@ class LimitsTest(unittest.TestCase):
     def test_content_length_over_the_limit_gets_413_before_the_body(self):
         s = self.pier.connect()
         try:
-            s.sendall(b"POST /prod/echo HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 1001\r\n\r\n")
+            s.sendall(b"POST /prod/echo HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 1001\r\n\r\n")
             out, closed, took = recv_all(s, 3)  # no body byte sent: the answer must not wait for it
         finally:
             s.close()
@@ -108,12 +108,12 @@ class LimitsTest(unittest.TestCase):
 
     def test_body_at_the_limit_is_served(self):
         body = b'"' + b"x" * 998 + b'"'
-        r, _ = self.status_and_close(b"POST /prod/echo HTTP/1.1\r\nContent-Type: application/json\r\n"
+        r, _ = self.status_and_close(b"POST /prod/echo HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
                                      b"Connection: close\r\nContent-Length: 1000\r\n\r\n" + body)
         self.assertEqual(r.status, 200)
 
     def test_chunked_body_growing_past_the_limit_gets_413(self):
-        head = b"POST /prod/echo HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        head = b"POST /prod/echo HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
         r, closed = self.status_and_close(head + b"200\r\n" + b" " * 512 + b"\r\n" + b"200\r\n" + b" " * 512 + b"\r\n")
         self.assertEqual(r.status, 413)
         self.assertTrue(closed)
@@ -122,7 +122,7 @@ class LimitsTest(unittest.TestCase):
         # lingering close: a client still sending the body it was refused reads the 413
         s = self.pier.connect()
         try:
-            s.sendall(b"POST /prod/echo HTTP/1.1\r\nContent-Length: 300000\r\n\r\n")
+            s.sendall(b"POST /prod/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 300000\r\n\r\n")
             try:
                 s.sendall(b"x" * 300000)
             except (BrokenPipeError, ConnectionResetError):
@@ -153,7 +153,7 @@ class LimitsTest(unittest.TestCase):
         s = self.pier.connect()
         try:
             t0 = time.time()
-            req = b"GET /prod/health HTTP/1.1\r\nX-Slow: " + b"s" * 100
+            req = b"GET /prod/health HTTP/1.1\r\nHost: a\r\nX-Slow: " + b"s" * 100
             closed = False
             for b in req:
                 try:
@@ -187,7 +187,7 @@ class LimitsTest(unittest.TestCase):
         s = self.pier.connect()
         try:
             t0 = time.time()
-            s.sendall(b"POST /prod/echo HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n")
+            s.sendall(b"POST /prod/echo HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n")
             out, closed = b"", False
             for _ in range(int(REQUEST_MS / 100) + 20):  # one body byte every 100 ms
                 try:
@@ -243,7 +243,7 @@ class LimitsTest(unittest.TestCase):
         reqs = b"".join(b"GET /prod/health/live HTTP/1.1\r\nHost: a\r\nX-Request-Id: p%d\r\n\r\n" % i for i in range(n))
         s = self.pier.connect(timeout=10)
         try:
-            s.sendall(reqs + b"GET /prod/health/live HTTP/1.1\r\nConnection: close\r\n\r\n")
+            s.sendall(reqs + b"GET /prod/health/live HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
             out, closed, _ = recv_all(s, 10)
         finally:
             s.close()
@@ -260,7 +260,7 @@ class LimitsTest(unittest.TestCase):
         reqs = b"".join(b"GET /prod/metrics HTTP/1.1\r\nHost: a\r\nX-Request-Id: m%d\r\n\r\n" % i for i in range(n))
         s = self.pier.connect(timeout=20)
         try:
-            s.sendall(reqs + b"GET /prod/health HTTP/1.1\r\nConnection: close\r\n\r\n")
+            s.sendall(reqs + b"GET /prod/health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
             out, closed, _ = recv_all(s, 20)
         finally:
             s.close()
@@ -344,7 +344,7 @@ class MaxConnectionsTest(unittest.TestCase):
                 held.pop().close()  # one leaves: a new client gets in
                 time.sleep(0.3)
                 s = p.connect()
-                s.sendall(b"GET /prod/health HTTP/1.1\r\nConnection: close\r\n\r\n")
+                s.sendall(b"GET /prod/health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
                 self.assertEqual(Reader(s).next().status, 200)
                 s.close()
             finally:

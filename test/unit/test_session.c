@@ -1,6 +1,8 @@
 /* Unit tests for the session seam: bytes in, bytes out, no socket. */
-#include <unistd.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "pier/log.h"
@@ -28,6 +30,55 @@ static int count(const char *hay, const char *needle) {
     return n;
 }
 
+/* The status of the first final answer to `in` on a fresh session fed in pieces of `step`
+ * bytes (0: all at once), and whether the session closed. */
+static int status_of(const char *in, size_t step, int *closing) {
+    struct pier_session s;
+    pier_session_init(&s, &env);
+    pier_buf_reset(&env.out);
+    size_t n = strlen(in), off = 0;
+    *closing = 0;
+    if (step == 0)
+        step = n;
+    while (off < n && !*closing) {
+        size_t k = n - off < step ? n - off : step;
+        *closing = pier_session_feed(&s, in + off, k) == PIER_FEED_CLOSE;
+        off += k;
+    }
+    pier_session_reset(&s);
+    const char *o = env.out.data ? env.out.data : "";
+    size_t len = env.out.len;
+    while (len >= 12 && strncmp(o, "HTTP/1.1 100 ", 13) == 0) { /* skip 100 Continue */
+        const char *e = memmem(o, len, "\r\n\r\n", 4);
+        if (e == NULL)
+            return -1;
+        len -= (size_t)(e + 4 - o);
+        o = e + 4;
+    }
+    return len >= 12 ? atoi(o + 9) : 0;
+}
+
+/* Each worker thread runs sessions of its own; nothing they share may be written without
+ * synchronisation (ThreadSanitizer checks this under the tsan preset). */
+static void *worker(void *arg) {
+    (void)arg;
+    struct pier_env wenv;
+    struct pier_metrics *m = calloc(1, sizeof *m); /* one writer per metrics block */
+    if (m == NULL)
+        return NULL;
+    pier_env_init(&wenv, &cfg, &app, m);
+    for (int i = 0; i < 200; i++) {
+        struct pier_session s;
+        pier_session_init(&s, &wenv);
+        pier_session_feed(&s, "GET /prod/nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 40);
+        pier_session_reset(&s);
+        pier_buf_reset(&wenv.out);
+    }
+    pier_env_destroy(&wenv);
+    free(m);
+    return NULL;
+}
+
 int main(void) {
     pier_buf_t e;
     pier_buf_init(&e);
@@ -52,8 +103,8 @@ int main(void) {
 
     /* pipelined: three answers, in order, in one output */
     out = feed(&s,
-               "GET /prod/health/live HTTP/1.1\r\n\r\nGET /prod/x HTTP/1.1\r\n\r\n"
-               "HEAD /prod/health HTTP/1.1\r\n\r\n",
+               "GET /prod/health/live HTTP/1.1\r\nHost: x\r\n\r\nGET /prod/x HTTP/1.1\r\nHost: "
+               "x\r\n\r\nHEAD /prod/health HTTP/1.1\r\nHost: x\r\n\r\n",
                &closing);
     CHECK(!closing);
     CHECK(count(out, "HTTP/1.1 ") == 3);
@@ -62,8 +113,9 @@ int main(void) {
     CHECK(count(out, "\"status\":\"pass\"") == 1); /* HEAD sent no body */
 
     /* a request split across feeds */
-    out = feed(&s, "POST /prod/echo HTTP/1.1\r\nContent-Type: application/json\r\nContent-Le",
-               &closing);
+    out = feed(
+        &s, "POST /prod/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Le",
+        &closing);
     CHECK(out[0] == '\0' && s.phase == PIER_PHASE_HEADERS);
     out = feed(&s, "ngth: 7\r\n\r\n[1,", &closing);
     CHECK(out[0] == '\0' && s.phase == PIER_PHASE_BODY);
@@ -71,7 +123,7 @@ int main(void) {
     CHECK_STR_CONTAINS(out, "{\"received\":[1,2,3],\"bytes\":7}");
 
     /* body over the limit: 413 from Content-Length, before the body, and close */
-    out = feed(&s, "POST /prod/echo HTTP/1.1\r\nContent-Length: 65\r\n\r\n", &closing);
+    out = feed(&s, "POST /prod/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 65\r\n\r\n", &closing);
     CHECK(closing);
     CHECK_STR_CONTAINS(out, "HTTP/1.1 413 Content Too Large");
     CHECK_STR_CONTAINS(out, "Connection: close");
@@ -91,7 +143,7 @@ int main(void) {
     /* 100-continue */
     pier_session_init(&s, &env);
     out = feed(&s,
-               "POST /prod/echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Type: "
+               "POST /prod/echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Type: "
                "application/json\r\nContent-Length: 2\r\n\r\n",
                &closing);
     CHECK(strcmp(out, "HTTP/1.1 100 Continue\r\n\r\n") == 0);
@@ -107,6 +159,78 @@ int main(void) {
     pier_buf_putc(&env.out, '\0');
     CHECK_STR_CONTAINS(env.out.data, "HTTP/1.1 408 Request Timeout");
     pier_session_reset(&s);
+
+    /* RFC 9112 3.2: Host */
+    CHECK(status_of("GET /prod/health HTTP/1.1\r\n\r\n", 0, &closing) == 400 && closing);
+    CHECK(status_of("GET /prod/health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 0, &closing) == 400);
+    CHECK(status_of("GET /prod/health HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", 0, &closing) == 400);
+    CHECK(status_of("GET /prod/health HTTP/1.1\r\nHost: a b\r\n\r\n", 0, &closing) == 400);
+    CHECK(status_of("GET /prod/health HTTP/1.1\r\nHost: a/b\r\n\r\n", 0, &closing) == 400);
+    CHECK(status_of("GET /prod/health HTTP/1.0\r\n\r\n", 0, &closing) == 200 && closing);
+    CHECK(status_of("GET /prod/health HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", 0, &closing) == 200);
+    CHECK(status_of("GET /prod/health HTTP/1.1\r\nHost:\r\n\r\n", 0, &closing) == 200);
+
+    /* methods: unknown tokens are 501, whole or dripped a byte at a time; garbage is 400 */
+    for (size_t step = 0; step <= 1; step++) {
+        CHECK(status_of("FROB /prod/health HTTP/1.1\r\nHost: a\r\n\r\n", step, &closing) == 501 &&
+              closing);
+        CHECK(status_of("GETX /prod/health HTTP/1.1\r\nHost: a\r\n\r\n", step, &closing) == 501);
+        CHECK(status_of("get /prod/health HTTP/1.1\r\nHost: a\r\n\r\n", step, &closing) == 501);
+        CHECK(status_of("PLAY /prod/health HTTP/1.1\r\nHost: a\r\n\r\n", step, &closing) == 501);
+        CHECK(status_of("G(T /prod/health HTTP/1.1\r\nHost: a\r\n\r\n", step, &closing) == 400);
+        CHECK(status_of(" GET /prod/health HTTP/1.1\r\nHost: a\r\n\r\n", step, &closing) == 400);
+        CHECK(status_of("FRO\r\n", step, &closing) == 400);
+    }
+    CHECK(status_of("FROBNICATE", 1, &closing) == 0 && !closing); /* undecided: waits */
+
+    /* the request line alone over limits.max_header_bytes: 414; the headers over it: 431 */
+    {
+        size_t max = (size_t)cfg.max_header_bytes;
+        char *big = malloc(max + 200);
+        int n = snprintf(big, max + 200, "GET /prod/health?%0*d HTTP/1.1\r\nHost: a\r\n\r\n",
+                         (int)max, 0);
+        CHECK(n > 0 && status_of(big, 0, &closing) == 414 && closing);
+        CHECK(status_of(big, 1000, &closing) == 414);
+        snprintf(big, max + 200, "GET /prod/health HTTP/1.1\r\nHost: a\r\nX: %0*d\r\n\r\n",
+                 (int)max, 0);
+        CHECK(status_of(big, 0, &closing) == 431 && closing);
+        CHECK(status_of(big, 1000, &closing) == 431);
+        /* the largest request line that fits still gets its answer */
+        snprintf(big, max + 200, "GET /prod/health?%0*d HTTP/1.1\r\n\r\n", (int)max - 40, 0);
+        CHECK(status_of(big, 0, &closing) == 400); /* parsed: refused for its missing Host */
+        free(big);
+    }
+
+    /* a fragment in the target */
+    CHECK(status_of("GET /prod/health#top HTTP/1.1\r\nHost: a\r\n\r\n", 0, &closing) == 400);
+
+    /* 100 Continue only for a body that will be read; otherwise the answer at once */
+    const char *post = "POST %s HTTP/1.1\r\nHost: a\r\nContent-Type: %s\r\nContent-Length: "
+                       "2\r\nExpect: 100-continue\r\n\r\n";
+    struct {
+        const char *path, *type;
+        int status;
+    } cont[] = {{"/prod/echo", "application/json", 100},
+                {"/prod/nowhere", "application/json", 404},
+                {"/prod/health", "application/json", 405},
+                {"/prod/echo", "text/plain", 415}};
+    for (size_t i = 0; i < sizeof cont / sizeof cont[0]; i++) {
+        char req[256];
+        snprintf(req, sizeof req, post, cont[i].path, cont[i].type);
+        struct pier_session s2;
+        pier_session_init(&s2, &env);
+        out = feed(&s2, req, &closing);
+        CHECK(atoi(out + 9) == cont[i].status);
+        CHECK(cont[i].status == 100 ? !closing : closing && strstr(out, " 100 ") == NULL);
+        pier_session_reset(&s2);
+    }
+
+    /* worker threads side by side */
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        CHECK(pthread_create(&th[i], NULL, worker, NULL) == 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
 
     /* counters moved */
     CHECK(pier_counter_get(&metrics.bad[PIER_BAD_BODY_TOO_LARGE]) == 1);
