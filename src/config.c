@@ -122,8 +122,10 @@ const struct pier_option pier_options[] = {
         "\"\" for none. Read at start and on every reload."),
     OPT("limits.max_connections", PIER_OPT_INT, max_connections, "10000", 1, 1000000, NULL, NULL,
         "Open client connections at most; past it new ones get 503 and are closed."),
-    OPT("limits.max_header_bytes", PIER_OPT_INT, max_header_bytes, "16384", 1024, 1048576, NULL,
-        NULL, "Request line plus headers at most, in bytes; more gets 431."),
+    OPT("limits.max_header_bytes", PIER_OPT_INT, max_header_bytes, "69632", 1024, 1048576, NULL,
+        NULL,
+        "Request line plus headers at most, in bytes: a longer request line gets 414, more "
+        "headers 431. 68 KiB: all that config/nginx forwards."),
     OPT("limits.max_body_bytes", PIER_OPT_INT, max_body_bytes, "1048576", 0, 1073741824, NULL, NULL,
         "Request body at most, in bytes; more gets 413."),
     OPT("timeouts.header_ms", PIER_OPT_INT, header_ms, "10000", 100, 3600000, NULL, NULL,
