@@ -6,12 +6,15 @@ stopped by its PID. Requests are written as raw bytes so tests control every byt
 """
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+import unittest
 
 ROOT = os.environ.get("PIER_SOURCE_DIR") or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PIER_BIN = os.environ.get("PIER_BIN") or os.path.join(ROOT, "build", "default", "pier")
@@ -33,6 +36,11 @@ class Pier:
         # port: when the config names a fixed port and the "listening" line may be filtered
         # out by log.level, wait for the port to accept instead of reading the log.
         self.fixed_port = port
+        # PIER_TEST_WORKERS=N (the tsan test preset sets 2) runs every pier whose config
+        # does not choose its workers with N of them, so races between workers can show.
+        workers = os.environ.get("PIER_TEST_WORKERS")
+        if workers and config is not None and not re.search(r"^workers:", config, re.M):
+            config = config.rstrip("\n") + "\nworkers: %d\n" % int(workers)
         self.tmp = tempfile.TemporaryDirectory(prefix="pier-test-")
         self.config_path = config_path or os.path.join(self.tmp.name, "pier.yaml")
         if config is not None and config_path is None:
@@ -127,6 +135,14 @@ class Pier:
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()
         self.tmp.cleanup()
+        # a sanitizer's report (ThreadSanitizer under the tsan preset) fails the test
+        with self.lock:
+            report = [i for i, l in enumerate(self.lines) if "WARNING: ThreadSanitizer" in l or
+                      "ERROR: ThreadSanitizer" in l]
+            if report:
+                text = "\n".join(self.lines[report[0]:report[0] + 60])
+                self.lines = []
+                raise AssertionError("pier: ThreadSanitizer reported:\n" + text)
 
     def __enter__(self):
         return self.start()
@@ -281,3 +297,21 @@ def closed_by_peer(sock, timeout=3.0):
         return True
     except socket.timeout:
         return False
+
+
+# ctest's SKIP_RETURN_CODE for the integration tests (test/CMakeLists.txt): a script whose
+# tool is missing is reported Skipped, never Passed.
+SKIP_RETURN_CODE = 77
+
+
+def main():
+    """unittest.main() for a test script: exit 0 when every test ran and passed, 1 when one
+    failed (or none ran), SKIP_RETURN_CODE when any was skipped (a tool is missing)."""
+    result = unittest.main(exit=False).result
+    if not result.wasSuccessful() or result.testsRun == 0:
+        sys.exit(1)
+    if result.skipped:
+        print("skipped: " + "; ".join("%s (%s)" % (t.id(), why) for t, why in result.skipped),
+              file=sys.stderr)
+        sys.exit(SKIP_RETURN_CODE)
+    sys.exit(0)

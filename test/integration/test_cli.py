@@ -9,6 +9,7 @@ import threading
 import time
 import unittest
 
+import harness  # noqa: E402
 from harness import PIER_BIN, ROOT, Pier
 
 
@@ -220,4 +221,4 @@ class Docs(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -7,6 +7,7 @@ import subprocess
 import time
 import unittest
 
+import harness  # noqa: E402
 from harness import Pier, Reader, build_request, closed_by_peer, parse_responses, read_until_close
 
 DATE_RE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$")
@@ -283,4 +284,4 @@ class LogLevel(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

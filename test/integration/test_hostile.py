@@ -18,6 +18,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 from harness import BASE_CONFIG, PIER_BIN, Pier, parse_responses  # noqa: E402
 
 # Under AddressSanitizer or valgrind (PIER_TEST_INSTRUMENTED=1) RSS means little and pier
@@ -357,4 +358,4 @@ class HostileTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

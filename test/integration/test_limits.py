@@ -23,6 +23,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 from harness import BASE_CONFIG, PIER_BIN, Pier, Reader, parse_responses  # noqa: E402
 
 # Under AddressSanitizer or valgrind (PIER_TEST_INSTRUMENTED=1) RSS means little: not asserted.
@@ -407,4 +408,4 @@ class MaxConnectionsTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

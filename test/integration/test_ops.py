@@ -9,6 +9,7 @@ import tempfile
 import time
 import unittest
 
+import harness  # noqa: E402
 from harness import PIER_BIN, Pier, Reader, build_request, closed_by_peer, parse_responses, read_until_close
 
 
@@ -416,4 +417,4 @@ class Workers(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

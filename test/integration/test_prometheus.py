@@ -50,6 +50,10 @@ import threading
 import time
 import unittest
 import urllib.parse
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PIER_BIN = os.environ.get("PIER_BIN", os.path.join(REPO, "build", "default", "pier"))
@@ -709,4 +713,4 @@ class PrometheusScrapesPier(unittest.TestCase):
         self.assertEqual(self.alerts_named("PierDown", state="firing"), [])
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

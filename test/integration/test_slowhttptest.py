@@ -24,6 +24,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 from harness import BASE_CONFIG, Pier  # noqa: E402
 
 SLOWHTTPTEST = shutil.which("slowhttptest")
@@ -107,4 +108,4 @@ class SlowHttpTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -20,6 +20,7 @@ import tempfile
 import time
 import unittest
 
+import harness  # noqa: E402
 from harness import PIER_BIN, Pier, Reader, build_request, parse_responses, read_until_close
 
 CURL = shutil.which("curl")
@@ -295,4 +296,4 @@ class ReloadAndDrain(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

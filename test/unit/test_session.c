@@ -92,6 +92,14 @@ int main(void) {
     pier_log_set_fd(devnull);
     pier_env_init(&env, &cfg, &app, &metrics);
 
+    /* first, two worker threads side by side, before this thread has run any session: what
+     * a session shares between workers must be ready (or constant) before they start */
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        CHECK(pthread_create(&th[i], NULL, worker, NULL) == 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+
     struct pier_session s;
     int closing;
     pier_session_init(&s, &env);
@@ -224,13 +232,6 @@ int main(void) {
         CHECK(cont[i].status == 100 ? !closing : closing && strstr(out, " 100 ") == NULL);
         pier_session_reset(&s2);
     }
-
-    /* worker threads side by side */
-    pthread_t th[2];
-    for (int i = 0; i < 2; i++)
-        CHECK(pthread_create(&th[i], NULL, worker, NULL) == 0);
-    for (int i = 0; i < 2; i++)
-        pthread_join(th[i], NULL);
 
     /* counters moved */
     CHECK(pier_counter_get(&metrics.bad[PIER_BAD_BODY_TOO_LARGE]) == 1);
