@@ -7,12 +7,19 @@ CONFIG ?= config/pier/staging.yaml
 FUZZ_SECONDS ?= 30
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build build-asan run test test-default test-asan bench bench-smoke fuzz memcheck format clean
+# Every tool a ctest test runs besides pier (test_nginx, test_prometheus and test_ops'
+# promtool, test_slowhttptest): installed by `make test`, so no test is skipped.
+TEST_TOOLS = nginx prometheus slowhttptest
+
+.PHONY: all deps test-deps build build-asan build-tsan run test test-default test-asan tsan bench bench-smoke fuzz memcheck format clean
 
 all: build
 
 deps:
 	@ci/install-deps.sh
+
+test-deps:
+	@ci/install-deps.sh $(TEST_TOOLS)
 
 build: deps
 	@cmake --preset default >/dev/null
@@ -22,14 +29,23 @@ build-asan: deps
 	@cmake --preset asan >/dev/null
 	@cmake --build --preset asan -j $(JOBS)
 
+build-tsan: deps
+	@cmake --preset tsan >/dev/null
+	@cmake --build --preset tsan -j $(JOBS)
+
 run: build
 	./build/default/pier --config $(CONFIG)
 
-test-default: build
-	ctest --preset default -j $(JOBS)
+# ci/ctest.sh fails on a skipped test as well as on a failed one.
+test-default: build test-deps
+	ci/ctest.sh default -j $(JOBS)
 
-test-asan: build-asan
-	ctest --preset asan -j $(JOBS)
+test-asan: build-asan test-deps
+	ci/ctest.sh asan -j $(JOBS)
+
+# ThreadSanitizer: unit and integration tests (not the slow ones), pier with workers: 2.
+tsan: build-tsan test-deps
+	ci/ctest.sh tsan -j $(JOBS)
 
 test: test-default test-asan
 
