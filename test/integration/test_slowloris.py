@@ -6,8 +6,9 @@ connection. Checked:
   * every /health answers 200 in under 100 ms (the median and the maximum are printed);
   * every slow connection is answered 408 and closed at timeouts.header_ms (the shipped
     default, 10 s) after it connected: no earlier, and no later than header_ms plus pier's
-    timeout tick (100 ms) plus the longest pass of this test's own loop (which is when it
-    can notice a close: it drips to every socket and probes /health between two looks);
+    timeout tick (100 ms), plus how late pier's loop ran (its slowest /health answer), plus
+    the longest pass of this test's own loop (which is when it can notice a close: it drips
+    to every socket and probes /health between two looks);
   * pier's resident memory stays bounded.
 Takes about 13 s. Labelled `slow` (test/CMakeLists.txt).
 
@@ -132,11 +133,13 @@ class SlowlorisTest(unittest.TestCase):
         self.assertEqual(len(lifetimes), SLOW_CONNECTIONS, "some slow connections were never closed")
         for v in slow.values():
             self.assertTrue(v["got"].startswith(b"HTTP/1.1 408 "), v["got"][:80])
-        bound = HEADER_MS / 1000 + TICK_S + longest_pass + CLOCK_S
+        # how late pier's loop may run its tick is what its slowest /health answer took
+        loop_delay = max(latencies)
+        bound = HEADER_MS / 1000 + TICK_S + loop_delay + longest_pass + CLOCK_S
         print("slowloris: last close %.3f s after connect; bound %.3f s = header_ms %.1f + tick "
-              "%.1f + longest loop pass %.3f + clock %.2f (margin %.3f s)"
-              % (max(lifetimes), bound, HEADER_MS / 1000, TICK_S, longest_pass, CLOCK_S,
-                 bound - max(lifetimes)), file=sys.stderr)
+              "%.1f + slowest /health %.3f + longest loop pass %.3f + clock %.2f (margin %.3f s)"
+              % (max(lifetimes), bound, HEADER_MS / 1000, TICK_S, loop_delay, longest_pass,
+                 CLOCK_S, bound - max(lifetimes)), file=sys.stderr)
         self.assertGreaterEqual(min(lifetimes), HEADER_MS / 1000 - CLOCK_S)
         self.assertLess(max(lifetimes), bound)
         if not SANITIZED:
