@@ -257,7 +257,7 @@ class LimitsTest(unittest.TestCase):
     def test_pipelined_big_answers_in_order(self):
         # 3,000 pipelined /metrics answers are megabytes: pier answers them in turns as the
         # client reads (it stops at 256 KiB of queued responses), all of them, in order
-        n = 3000
+        n = 400 if SANITIZED else 3000  # still megabytes; /metrics is ~8x slower under TSan
         reqs = b"".join(b"GET /prod/metrics HTTP/1.1\r\nHost: a\r\nX-Request-Id: m%d\r\n\r\n" % i for i in range(n))
         s = self.pier.connect(timeout=20)
         try:
@@ -285,7 +285,9 @@ class LimitsTest(unittest.TestCase):
                 socks.append(s)
             time.sleep(1.0)
             rss1 = self.pier.rss_kib()
-            self.assertEqual(self.pier.get("/prod/health").status, 200)
+            # still answers; on a loaded 2-core machine the worker may first spend seconds
+            # rendering the megabytes these sockets' kernel buffers take (both presets, main too)
+            self.assertEqual(self.pier.get("/prod/health", timeout=30).status, 200)
         finally:
             for s in socks:
                 s.close()
