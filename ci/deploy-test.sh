@@ -21,7 +21,8 @@
 # status and pier's last log lines and leaves the live slot, its containers and the link
 # alone; a release whose /version is not its tag is refused; nginx is never reloaded or
 # signalled (its master's and workers' PIDs are the same at the end, its log has no signal);
-# the history; image pruning. Prints a table: scenario, deploy duration, requests / failed
+# the history; image pruning; and a release pulled from a registry on loopback (Debian's
+# docker-registry): ci/deploy.sh pulls it and the history records its digest. Prints a table: scenario, deploy duration, requests / failed
 # per environment and client kind.
 #
 #   ci/deploy-test.sh
@@ -56,7 +57,7 @@ free_port() { # below 32768: never a port the kernel hands to a client socket me
   return 1
 }
 
-for tool in nginx jq curl python3; do
+for tool in nginx jq curl python3 docker-registry; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     pkg=$tool
     [[ $tool == nginx ]] && pkg=nginx-light
@@ -72,8 +73,10 @@ for e in prod staging; do for s in blue green; do for r in a b; do names+=("$pre
 images=()
 nginx_pid=""
 load_pids=()
+registry_pid=""
 cleanup() {
   for p in "${load_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [[ -z $registry_pid ]] || kill "$registry_pid" 2>/dev/null || true
   if [[ -n $nginx_pid ]]; then
     kill "$nginx_pid" 2>/dev/null || true
     wait "$nginx_pid" 2>/dev/null || true
@@ -375,6 +378,42 @@ check "nginx's log has no signal or reconfiguration" bash -c "! grep -Ei 'signal
 fivexx=$(grep -c '"status":5' "$tmp/nginx-access.log" || true)
 check "nginx's access log ($(wc -l <"$tmp/nginx-access.log") lines) has no 5xx but the POSTs lost at the kill ($fivexx, $kill_posts)" \
   test "$fivexx" -le "$kill_posts"
+
+# ------------------------------------------------------------------ a release pulled from a registry
+# What CI does: the image is not on the VM, ci/deploy.sh pulls it, and the history records
+# the digest it was pulled by. The registry is Debian's docker-registry on a loopback port
+# (Docker trusts 127.0.0.0/8 without TLS).
+say "registry: deploy v2 to staging from a registry on loopback (pull, digest in the history)"
+reg_port=$(free_port)
+mkdir -p "$tmp/registry"
+printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+  "$tmp/registry" "$reg_port" >"$tmp/registry.yml"
+docker-registry serve "$tmp/registry.yml" >"$tmp/registry-server.log" 2>&1 &
+registry_pid=$!
+for _ in $(seq 1 50); do
+  curl -s -o /dev/null "http://127.0.0.1:$reg_port/v2/" && break
+  sleep 0.1
+done
+reg_repo=127.0.0.1:$reg_port/${repo##*/}
+images+=("$reg_repo:v2")
+docker tag "$repo:v2" "$reg_repo:v2"
+pushed=""
+if timeout 120 docker push -q "$reg_repo:v2" >"$tmp/push.log" 2>&1; then
+  pushed=$(docker image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' "$reg_repo:v2" | sed -n "s|^$reg_repo@||p" | head -n 1)
+fi
+check "registry: docker push to the loopback registry gives a digest (${pushed:-none}; $(tail -n 1 "$tmp/push.log"))" test -n "$pushed"
+docker rmi "$reg_repo:v2" >/dev/null 2>&1 || true # the VM does not have it: deploy.sh must pull
+PIER_IMAGE=$reg_repo run_deploy registry "$root/ci/deploy.sh" staging v2
+check "registry: ci/deploy.sh staging v2 exits 0 and pulled the image (got $rc)" \
+  bash -c "test $rc -eq 0 && grep -q 'pulling $reg_repo:v2' '$tmp/registry.log'"
+v=$(version_of /staging/version)
+check "registry: /staging/version says v2 (got '$v')" test "$v" = v2
+got_digest=$(awk -F '\t' -v e=staging '$2 == e { l = $9 } END { print l }' "$history" | sed -n 's/.*digest: //p')
+check "registry: the history records the digest it was pulled by (${got_digest:-none})" \
+  test -n "$pushed" -a "$got_digest" = "$pushed"
+kill "$registry_pid" 2>/dev/null || true
+wait "$registry_pid" 2>/dev/null || true
+registry_pid=""
 
 echo
 printf '%-11s %8s  %-15s %-15s %-15s %-15s %-15s %-15s\n' scenario deploy_s \
