@@ -110,9 +110,10 @@ class BehindNginx(unittest.TestCase):
                 with open(up, "w") as f:
                     f.write("server 127.0.0.1:%d;\n" % cls.pier.port)
             log = os.path.join(cls.tmp.name, "nginx.log")
-            proc = subprocess.Popen([NGINX, "-e", "stderr", "-p", cls.tmp.name + "/", "-c",
-                                     os.path.join(conf, "nginx.conf"), "-g", "daemon off;"],
-                                    stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+            with open(log, "w") as err:
+                proc = subprocess.Popen([NGINX, "-e", "stderr", "-p", cls.tmp.name + "/", "-c",
+                                         os.path.join(conf, "nginx.conf"), "-g", "daemon off;"],
+                                        stdout=subprocess.DEVNULL, stderr=err)
             deadline = time.time() + 5
             while time.time() < deadline and proc.poll() is None:
                 try:
