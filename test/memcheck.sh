@@ -55,7 +55,7 @@ for t in $tests; do
 done
 
 # The whole HTTP pipeline and the config loader over every seed and saved crash input.
-for h in session config; do
+for h in session config json; do
   replay=$(find "$build" -name "fuzz_${h}_replay" -type f -perm -u+x | head -n 1)
   [ -n "$replay" ] || continue
   echo "== fuzz_${h}_replay under valgrind"

@@ -7,7 +7,7 @@ if(TARGET fuzz_session_replay)  # already defined (PIER_FUZZ and PIER_BUILD_TEST
   return()
 endif()
 set(PIER_FUZZ_DIR ${CMAKE_CURRENT_LIST_DIR})
-foreach(harness session config)
+foreach(harness session config json)
   add_executable(fuzz_${harness}_replay ${PIER_FUZZ_DIR}/fuzz_${harness}.c
     ${PIER_FUZZ_DIR}/replay.c ${PIER_FUZZ_DIR}/fuzz.h)
   target_compile_options(fuzz_${harness}_replay PRIVATE ${PIER_WARNINGS})

@@ -2,7 +2,7 @@
 # run.sh — build the libFuzzer harnesses (CMake preset `fuzz`: clang, ASan + UBSan) and run
 # each for SECONDS (default 30) on a copy of its seed corpus.
 #
-#   test/fuzz/run.sh [SECONDS] [HARNESS...]        harnesses: session config (default: both)
+#   test/fuzz/run.sh [SECONDS] [HARNESS...]        harnesses: session config json (default: all)
 #
 # A crash, a leak or a sanitizer report fails the run (exit 1): the input is copied to
 # test/fuzz/regressions/<harness>/ (ctest replays that directory; commit it with the fix) and
@@ -17,7 +17,7 @@ root=$(cd "$here/../.." && pwd)
 seconds=${1:-30}
 shift || true
 harnesses=("$@")
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(session config)
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(session config json)
 build=${FUZZ_BUILD_DIR:-$root/build/fuzz}
 jobs=${FUZZ_JOBS:-1}
 
