@@ -190,6 +190,30 @@ class CoreTest(unittest.TestCase):
         self.assertIn("line 2", msg)
         self.assertIn("column", msg)
 
+    def test_echo_is_strict(self):
+        # exactly one JSON value in UTF-8; each refusal says where and what
+        for body, what in ((b'{"a":1} trailing garbage', "trailing data"), (b"{}{}", "trailing data"),
+                           (b'"\xff"', "invalid UTF-8"), (b'"a\x01b"', "control character"),
+                           (b"[01]", "expected ','"), (b'"\\ud800"', "surrogate")):
+            r = self.pier.request("POST", "/prod/echo", {"Content-Type": "application/json"}, body)
+            self.assertEqual(r.status, 400, body)
+            self.assertIn(what, r.json()["error"]["message"], body)
+        self.assertEqual(self.pier.get("/prod/health").status, 200)
+
+    def test_echo_answer_is_the_value_as_sent(self):
+        # no re-serialization: the answer is the body plus a few dozen bytes, whatever it holds
+        with Pier(config="listen: {host: 127.0.0.1, port: 0}\nprefix: /prod\n"
+                         "limits: {max_body_bytes: 2000000}\nlog: {access: false}\n") as p:
+            bodies = [b'"' + b"\x01" * 999998 + b'"',  # raw control bytes: refused, not re-escaped
+                      b'"' + b"\\u0001" * 166666 + b'"', b"[" + b",".join([b"1e14"] * 199999) + b"]",
+                      b' {"n": 12345678901234567890, "s": "caf\xc3\xa9"} ']
+            for body in bodies:
+                r = p.request("POST", "/prod/echo", {"Content-Type": "application/json"}, body)
+                self.assertLessEqual(len(r.body), len(body) + 64, (r.status, len(r.body), len(body)))
+                if r.status == 200:
+                    self.assertEqual(r.body, b'{"received":' + body.strip() + b',"bytes":%d}\n' % len(body))
+            self.assertEqual(r.json()["received"]["n"], 12345678901234567890)  # every digit kept
+
     def test_echo_needs_json_type(self):
         r = self.pier.request("POST", "/prod/echo", {"Content-Type": "text/plain"}, b'{"a":1}')
         self.assertEqual(r.status, 415)
