@@ -85,34 +85,48 @@ static const char *validate_name(const char *v) {
     return NULL;
 }
 
-#define OPT(k, t, field, def, mn, mx, ch, val, help)                                               \
+/* A row: key, type, field, default, bounds, choices, validator, help; OPT_RELOAD adds what a
+ * reload does with it (flags, apply hook). Plain OPT rows apply on reload with no hook: the
+ * workers read them from the config they switch to. */
+#define OPT_RELOAD(k, t, field, def, mn, mx, ch, val, help, flags, apply)                          \
     {                                                                                              \
         k, t, offsetof(struct pier_config, field), sizeof(((struct pier_config *)0)->field), def,  \
-            mn, mx, ch, val, help                                                                  \
+            mn, mx, ch, val, help, flags, apply                                                    \
     }
+#define OPT(k, t, field, def, mn, mx, ch, val, help)                                               \
+    OPT_RELOAD(k, t, field, def, mn, mx, ch, val, help, 0, PIER_APPLY_NONE)
 
 const struct pier_option pier_options[] = {
     OPT("environment", PIER_OPT_STRING, environment, "development", 0, 0, NULL, validate_name,
         "Name of this deployment, reported by /health, /version and metrics."),
-    OPT("listen.host", PIER_OPT_STRING, listen_host, "127.0.0.1", 0, 0, NULL, validate_host,
-        "Address to listen on (an IP literal; 0.0.0.0 for every IPv4 address)."),
-    OPT("listen.port", PIER_OPT_INT, listen_port, "8000", 0, 65535, NULL, NULL,
-        "TCP port to listen on; 0 picks a free one (the listening log line says which)."),
-    OPT("listen.unix", PIER_OPT_STRING, listen_unix, "", 0, 0, NULL, validate_unix_path,
+    OPT_RELOAD("listen.host", PIER_OPT_STRING, listen_host, "127.0.0.1", 0, 0, NULL, validate_host,
+               "Address to listen on (an IP literal; 0.0.0.0 for every IPv4 address).", 0,
+               PIER_APPLY_LISTEN),
+    OPT_RELOAD("listen.port", PIER_OPT_INT, listen_port, "8000", 0, 65535, NULL, NULL,
+               "TCP port to listen on; 0 picks a free one (the listening log line says which).", 0,
+               PIER_APPLY_LISTEN),
+    OPT_RELOAD(
+        "listen.unix", PIER_OPT_STRING, listen_unix, "", 0, 0, NULL, validate_unix_path,
         "Also listen on this Unix socket path (for a proxy on the same host); \"\" for none. "
-        "TCP keeps listening for probes and scrapes."),
-    OPT("listen.unix_mode", PIER_OPT_STRING, listen_unix_mode, "0660", 0, 0, NULL, validate_mode,
-        "Permissions of the Unix socket; a proxy needs write access to connect."),
-    OPT("listen.unix_group", PIER_OPT_STRING, listen_unix_group, "", 0, 0, NULL, validate_group,
-        "Group given to the Unix socket (pier must be a member); \"\" keeps the one it gets."),
+        "TCP keeps listening for probes and scrapes.",
+        PIER_OPT_RESTART, PIER_APPLY_NONE),
+    OPT_RELOAD("listen.unix_mode", PIER_OPT_STRING, listen_unix_mode, "0660", 0, 0, NULL,
+               validate_mode,
+               "Permissions of the Unix socket; a proxy needs write access to connect.", 0,
+               PIER_APPLY_UNIX_PERMS),
+    OPT_RELOAD(
+        "listen.unix_group", PIER_OPT_STRING, listen_unix_group, "", 0, 0, NULL, validate_group,
+        "Group given to the Unix socket (pier must be a member); \"\" keeps the one it gets.", 0,
+        PIER_APPLY_UNIX_PERMS),
     OPT("prefix", PIER_OPT_STRING, prefix, "", 0, 0, NULL, validate_prefix,
         "Path prefix every route lives under, like /prod; \"\" for none."),
-    OPT("workers", PIER_OPT_WORKERS, workers, "1", 1, 256, NULL, NULL,
-        "Event-loop threads, each with its own listener; auto = one per CPU."),
-    OPT("log.level", PIER_OPT_ENUM, log_level, "info", 0, 0, log_levels, NULL,
-        "Least severe level written: debug, info, warn or error."),
-    OPT("log.format", PIER_OPT_ENUM, log_format, "json", 0, 0, log_formats, NULL,
-        "json (one object per line) or text."),
+    OPT_RELOAD("workers", PIER_OPT_WORKERS, workers, "1", 1, 256, NULL, NULL,
+               "Event-loop threads, each with its own listener; auto = one per CPU.",
+               PIER_OPT_RESTART, PIER_APPLY_NONE),
+    OPT_RELOAD("log.level", PIER_OPT_ENUM, log_level, "info", 0, 0, log_levels, NULL,
+               "Least severe level written: debug, info, warn or error.", 0, PIER_APPLY_LOG),
+    OPT_RELOAD("log.format", PIER_OPT_ENUM, log_format, "json", 0, 0, log_formats, NULL,
+               "json (one object per line) or text.", 0, PIER_APPLY_LOG),
     OPT("log.access", PIER_OPT_BOOL, log_access, "true", 0, 0, NULL, NULL,
         "Write one access-log line per request (at info level)."),
     OPT("metrics.enabled", PIER_OPT_BOOL, metrics_enabled, "true", 0, 0, NULL, NULL,
@@ -120,8 +134,11 @@ const struct pier_option pier_options[] = {
     OPT("metrics.token_file", PIER_OPT_STRING, metrics_token_file, "", 0, 0, NULL, NULL,
         "File holding a bearer token that {prefix}/metrics then requires (Authorization: Bearer); "
         "\"\" for none. Read at start and on every reload."),
-    OPT("limits.max_connections", PIER_OPT_INT, max_connections, "10000", 1, 1000000, NULL, NULL,
-        "Open client connections at most; past it new ones get 503 and are closed."),
+    OPT_RELOAD("limits.max_connections", PIER_OPT_INT, max_connections, "10000", 1, 1000000, NULL,
+               NULL,
+               "Open client connections at most; past it new ones get 503 and are closed (bounded "
+               "by the descriptor limit: see the log's descriptor budget).",
+               0, PIER_APPLY_LIMITS),
     OPT("limits.max_header_bytes", PIER_OPT_INT, max_header_bytes, "69632", 1024, 1048576, NULL,
         NULL,
         "Request line plus headers at most, in bytes: a longer request line gets 414, more "
@@ -708,6 +725,30 @@ void pier_config_format_value(const struct pier_config *cfg, const struct pier_o
     }
 }
 
+static size_t value_size(const struct pier_option *o) {
+    return o->type == PIER_OPT_STRING ? o->size : sizeof(int64_t);
+}
+
+int pier_config_differs(const struct pier_config *a, const struct pier_config *b,
+                        const struct pier_option *o) {
+    const char *fa = (const char *)a + o->offset, *fb = (const char *)b + o->offset;
+    if (o->type == PIER_OPT_STRING)
+        return strcmp(fa, fb) != 0;
+    return memcmp(fa, fb, value_size(o)) != 0;
+}
+
+void pier_config_copy_value(struct pier_config *dst, const struct pier_config *src,
+                            const struct pier_option *o) {
+    memcpy((char *)dst + o->offset, (const char *)src + o->offset, value_size(o));
+}
+
+void pier_config_write_restart_keys(pier_buf_t *out) {
+    int n = 0;
+    for (size_t i = 0; i < pier_options_count; i++)
+        if (pier_options[i].flags & PIER_OPT_RESTART)
+            pier_buf_printf(out, "%s%s", n++ ? ", " : "", pier_options[i].key);
+}
+
 int pier_config_diff(const struct pier_config *a, const struct pier_config *b, pier_buf_t *out) {
     int n = 0;
     pier_buf_t va, vb;
@@ -742,12 +783,15 @@ void pier_config_write_help(pier_buf_t *out) {
             describe_expected(o, out);
             pier_buf_putc(out, '\n');
         }
+        if (o->flags & PIER_OPT_RESTART)
+            pier_buf_puts(out,
+                          "      a reload keeps the running value: changing it needs a restart\n");
     }
 }
 
 void pier_config_write_markdown(pier_buf_t *out) {
-    pier_buf_puts(out, "| key | default | accepts | environment | what it does |\n");
-    pier_buf_puts(out, "|---|---|---|---|---|\n");
+    pier_buf_puts(out, "| key | default | accepts | environment | on reload | what it does |\n");
+    pier_buf_puts(out, "|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < pier_options_count; i++) {
         const struct pier_option *o = &pier_options[i];
         char env[96];
@@ -765,6 +809,7 @@ void pier_config_write_markdown(pier_buf_t *out) {
             pier_buf_puts(out, "`\"\"`, a group name or number");
         else
             describe_expected(o, out);
-        pier_buf_printf(out, " | `%s` | %s |\n", env, o->help);
+        pier_buf_printf(out, " | `%s` | %s | %s |\n", env,
+                        o->flags & PIER_OPT_RESTART ? "needs a restart" : "applies", o->help);
     }
 }

@@ -1,5 +1,13 @@
-/* conn — one connection (TCP, or the Unix socket of listen.unix) on a worker loop: socket,
- * timeouts, writes, closing.
+/* conn — one connection (TCP, or the Unix socket of listen.unix) on a worker loop: accepting,
+ * deadlines, writes, closing.
+ *
+ * Accepting: the worker watches its listening socket with a uv_poll_t and accepts itself
+ * (accept4), at most ACCEPT_BATCH per wake-up. Every accepted descriptor is either made a
+ * connection or closed at once, so a failed allocation sheds that one client and the
+ * listener keeps going. Out of descriptors (EMFILE/ENFILE), accepting pauses for
+ * ACCEPT_PAUSE_MS — the clients wait in the backlog — and resumes, like nginx: one log line
+ * when an episode starts, one when it ends; never a spin. A worker may have two listeners, the
+ * TCP one and a duplicate of the listen.unix socket; both pause and resume together.
  *
  * Reading: every connection of a worker reads into the worker's one read buffer, and the
  * session consumes the bytes before the callback returns, so an idle connection holds no
@@ -7,10 +15,9 @@
  * one uv_try_write; only what the kernel does not take is copied into a write request the
  * connection owns until it drains, and reading pauses meanwhile (backpressure).
  *
- * Timeouts: instead of a timer per connection, each connection sits in one of the worker's
- * queues by phase — idle, headers, body, write, linger — each with one duration, so a queue
- * is in deadline order and the worker's tick only looks at the heads. A connection moves
- * between queues as its session changes phase.
+ * Deadlines: each connection has one absolute deadline — when its phase (idle, headers, body,
+ * write, linger) began plus that phase's timeout — in the worker's min-heap (src/worker.h);
+ * the tick closes or answers 408 to whatever is due. A reload recomputes them all.
  *
  * Pipelining: a read full of small requests could turn into megabytes of responses (64 KiB
  * of "GET /metrics" is 2,000 answers). The session stops at a request boundary once 256 KiB
@@ -22,40 +29,35 @@
  * keeps reading (discarding) until the client closes or a short linger ends, so a client
  * still sending a body it was refused reads the error instead of a reset.
  */
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "pier/log.h"
-#include "pier/server.h"
+#include "worker.h"
 
-#define LINGER_MS 2000
-#define TICK_MS   100
+#define LINGER_MS       2000
+#define TICK_MS         100
+#define ACCEPT_BATCH    64  /* connections accepted per wake-up, so one listener cannot starve */
+#define ACCEPT_PAUSE_MS 500 /* nginx waits 500 ms too */
+#define WRITE_CHUNK     (1u << 30) /* uv_buf_t lengths are unsigned int: write in 1 GiB pieces */
+#define MAX_WRITE_BUFS  8          /* 8 GiB: more than limits.max_body_bytes can produce */
 
 enum conn_state { C_OPEN, C_WRITING, C_SHUTDOWN, C_LINGER, C_CLOSING };
 
+/* What the deadline of a connection measures; each has one timeout in the config. */
+enum conn_timer { T_NONE, T_IDLE, T_HEADERS, T_BODY, T_WRITE, T_LINGER };
+
 struct pier_write {
     uv_write_t req;
-    struct pier_conn *conn;
+    struct pier__conn *conn;
     size_t len;
     char data[];
-};
-
-struct pier_conn {
-    union {             /* first: the connection is found from its handle (conn_of) */
-        uv_tcp_t tcp;   /* accepted on the TCP listener */
-        uv_pipe_t pipe; /* accepted on the Unix socket (listen.unix); used as a stream like tcp */
-    };
-    struct pier_session s;
-    struct pier_worker *w;
-    struct pier_conn *prev, *next;
-    uint64_t deadline_ms;
-    uint32_t seen_requests;
-    uint8_t list;
-    uint8_t state;
-    uint8_t close_after_write;
 };
 
 /* Input read but not fed yet: pipelined requests waiting for their turn (tcp.data). */
@@ -71,67 +73,137 @@ static void free_handle(uv_handle_t *h) {
 
 /* The connection a handle belongs to: tcp is its first member, which leaves tcp.data free for
  * the held input. */
-static struct pier_conn *conn_of(void *handle) {
-    _Static_assert(offsetof(struct pier_conn, tcp) == 0, "tcp must come first");
-    return (struct pier_conn *)handle;
+static struct pier__conn *conn_of(void *handle) {
+    _Static_assert(offsetof(struct pier__conn, tcp) == 0, "tcp must come first");
+    return (struct pier__conn *)handle;
 }
 
 static uint64_t now_ms(void) {
     return pier_now_ns() / 1000000u;
 }
 
-/* ---- queues ---------------------------------------------------------------------------- */
+/* ---- deadlines ------------------------------------------------------------------------- */
 
-static void queue_remove(struct pier_conn *c) {
-    if (c->list == PIER_L_NONE)
+static uint64_t timeout_ms(const struct pier_config *cfg, int timer) {
+    switch (timer) {
+    case T_IDLE:
+        return (uint64_t)cfg->idle_ms;
+    case T_HEADERS:
+        return (uint64_t)(cfg->header_ms < cfg->request_ms ? cfg->header_ms : cfg->request_ms);
+    case T_BODY:
+    case T_WRITE:
+        return (uint64_t)cfg->request_ms;
+    default:
+        return LINGER_MS;
+    }
+}
+
+static void heap_set(struct pier__worker *w, size_t i, struct pier__conn *c) {
+    w->heap[i] = c;
+    c->heap_index = i;
+}
+
+static void heap_up(struct pier__worker *w, size_t i) {
+    struct pier__conn *c = w->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (w->heap[parent]->deadline_ms <= c->deadline_ms)
+            break;
+        heap_set(w, i, w->heap[parent]);
+        i = parent;
+    }
+    heap_set(w, i, c);
+}
+
+static void heap_down(struct pier__worker *w, size_t i) {
+    struct pier__conn *c = w->heap[i];
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= w->heap_len)
+            break;
+        if (child + 1 < w->heap_len &&
+            w->heap[child + 1]->deadline_ms < w->heap[child]->deadline_ms)
+            child++;
+        if (c->deadline_ms <= w->heap[child]->deadline_ms)
+            break;
+        heap_set(w, i, w->heap[child]);
+        i = child;
+    }
+    heap_set(w, i, c);
+}
+
+static void heap_remove(struct pier__conn *c) {
+    struct pier__worker *w = c->w;
+    size_t i = c->heap_index;
+    if (i == SIZE_MAX)
         return;
-    struct pier_conn_queue *q = &c->w->lists[c->list];
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        q->head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        q->tail = c->prev;
-    c->prev = c->next = NULL;
-    c->list = PIER_L_NONE;
+    c->heap_index = SIZE_MAX;
+    c->timer = T_NONE;
+    struct pier__conn *last = w->heap[--w->heap_len];
+    if (last == c)
+        return;
+    heap_set(w, i, last);
+    heap_up(w, i);
+    heap_down(w, last->heap_index);
 }
 
-static void queue_push(struct pier_conn *c, int list, uint64_t deadline) {
-    queue_remove(c);
-    struct pier_conn_queue *q = &c->w->lists[list];
-    c->list = (uint8_t)list;
-    c->deadline_ms = deadline;
-    c->prev = q->tail;
-    c->next = NULL;
-    if (q->tail)
-        q->tail->next = c;
-    else
-        q->head = c;
-    q->tail = c;
+/* Room for one more connection in the heap, taken before the connection exists so that
+ * setting a deadline never allocates (and never fails). */
+static int heap_reserve(struct pier__worker *w) {
+    if (w->heap_cap > w->nconns)
+        return 0;
+    size_t cap = w->heap_cap ? w->heap_cap * 2 : 64;
+    struct pier__conn **h = realloc(w->heap, cap * sizeof *h);
+    if (h == NULL)
+        return -1;
+    w->heap = h;
+    w->heap_cap = cap;
+    return 0;
 }
 
-/* Put the connection in the queue its session's phase calls for. */
-static void conn_track(struct pier_conn *c) {
-    const struct pier_config *cfg = c->w->cfg;
+/* Start timing phase `timer` from `since` (monotonic ms). */
+static void conn_deadline(struct pier__conn *c, int timer, uint64_t since) {
+    struct pier__worker *w = c->w;
+    c->timer = (uint8_t)timer;
+    c->since_ms = since;
+    c->deadline_ms = since + timeout_ms(w->cfg, timer);
+    if (c->heap_index == SIZE_MAX) {
+        c->heap_index = w->heap_len;
+        w->heap[w->heap_len++] = c;
+        heap_up(w, c->heap_index);
+    } else {
+        heap_up(w, c->heap_index);
+        heap_down(w, c->heap_index);
+    }
+}
+
+/* A reload changed the worker's config: every deadline is recomputed from when its phase
+ * began, and the heap rebuilt (O(n), once per reload). */
+void pier__worker_config_changed(struct pier__worker *w) {
+    for (size_t i = 0; i < w->heap_len; i++) {
+        struct pier__conn *c = w->heap[i];
+        c->deadline_ms = c->since_ms + timeout_ms(w->cfg, c->timer);
+    }
+    for (size_t i = w->heap_len / 2; i-- > 0;)
+        heap_down(w, i);
+}
+
+/* Time the phase the session is in. A phase already timed keeps its start: only a new
+ * request (or a new phase) restarts the clock. */
+static void conn_track(struct pier__conn *c) {
+    uint64_t start = pier_session_request_start(&c->s) / 1000000u;
     switch (c->s.phase) {
     case PIER_PHASE_IDLE:
-        if (c->list != PIER_L_IDLE || c->seen_requests != c->s.nrequests)
-            queue_push(c, PIER_L_IDLE, now_ms() + (uint64_t)cfg->idle_ms);
+        if (c->timer != T_IDLE || c->seen_requests != c->s.nrequests)
+            conn_deadline(c, T_IDLE, now_ms());
         break;
     case PIER_PHASE_HEADERS:
-        if (c->list != PIER_L_HEADERS) {
-            uint64_t start = pier_session_request_start(&c->s) / 1000000u;
-            int64_t limit = cfg->header_ms < cfg->request_ms ? cfg->header_ms : cfg->request_ms;
-            queue_push(c, PIER_L_HEADERS, (start ? start : now_ms()) + (uint64_t)limit);
-        }
+        if (c->timer != T_HEADERS)
+            conn_deadline(c, T_HEADERS, start ? start : now_ms());
         break;
     case PIER_PHASE_BODY:
-        if (c->list != PIER_L_BODY) {
-            uint64_t start = pier_session_request_start(&c->s) / 1000000u;
-            queue_push(c, PIER_L_BODY, (start ? start : now_ms()) + (uint64_t)cfg->request_ms);
-        }
+        if (c->timer != T_BODY)
+            conn_deadline(c, T_BODY, start ? start : now_ms());
         break;
     }
     c->seen_requests = c->s.nrequests;
@@ -139,9 +211,20 @@ static void conn_track(struct pier_conn *c) {
 
 /* ---- closing --------------------------------------------------------------------------- */
 
+static void conn_unlink(struct pier__conn *c) {
+    struct pier__worker *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
 static void on_closed(uv_handle_t *h) {
-    struct pier_conn *c = conn_of(h);
-    struct pier_worker *w = c->w;
+    struct pier__conn *c = conn_of(h);
+    struct pier__worker *w = c->w;
     pier_session_reset(&c->s);
     free(c->tcp.data);
     free(c);
@@ -151,20 +234,21 @@ static void on_closed(uv_handle_t *h) {
     if (w->nconns == 0) {
         pier_env_flush_log(&w->env);
         uv_timer_stop(&w->tick);
-        pier_worker_maybe_finish(w);
+        pier__worker_maybe_finish(w);
     }
 }
 
-static void conn_close(struct pier_conn *c) {
+static void conn_close(struct pier__conn *c) {
     if (c->state == C_CLOSING)
         return;
     c->state = C_CLOSING;
-    queue_remove(c);
+    heap_remove(c);
+    conn_unlink(c);
     uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
-    struct pier_conn *c = req->data;
+    struct pier__conn *c = req->data;
     free(req);
     if (c->state == C_CLOSING)
         return;
@@ -173,15 +257,15 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
         return;
     }
     c->state = C_LINGER;
-    queue_push(c, PIER_L_LINGER, now_ms() + LINGER_MS);
+    conn_deadline(c, T_LINGER, now_ms());
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void conn_resume(struct pier_conn *c);
+static void conn_resume(struct pier__conn *c);
 
 /* The last response is out: stop sending, keep reading until the client closes. */
-static void conn_finish(struct pier_conn *c) {
+static void conn_finish(struct pier__conn *c) {
     uv_shutdown_t *req = malloc(sizeof *req);
     if (req == NULL || c->state == C_CLOSING) {
         free(req);
@@ -190,7 +274,7 @@ static void conn_finish(struct pier_conn *c) {
     }
     req->data = c;
     c->state = C_SHUTDOWN;
-    queue_push(c, PIER_L_LINGER, now_ms() + LINGER_MS);
+    conn_deadline(c, T_LINGER, now_ms());
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
         free(req);
@@ -200,9 +284,21 @@ static void conn_finish(struct pier_conn *c) {
 
 /* ---- writing --------------------------------------------------------------------------- */
 
+/* Describe `len` bytes as uv_buf_t pieces (their lengths are unsigned int). */
+static unsigned split_bufs(char *data, size_t len, uv_buf_t *bufs) {
+    unsigned n = 0;
+    while (len > 0 && n < MAX_WRITE_BUFS) {
+        size_t piece = len < WRITE_CHUNK ? len : WRITE_CHUNK;
+        bufs[n++] = uv_buf_init(data, (unsigned)piece);
+        data += piece;
+        len -= piece;
+    }
+    return n;
+}
+
 static void on_written(uv_write_t *req, int status) {
     struct pier_write *wr = (struct pier_write *)req;
-    struct pier_conn *c = wr->conn;
+    struct pier__conn *c = wr->conn;
     free(wr);
     if (c->state == C_CLOSING)
         return;
@@ -220,18 +316,19 @@ static void on_written(uv_write_t *req, int status) {
 }
 
 /* Send what the session produced; then close, or go back to reading. */
-static void conn_flush(struct pier_conn *c, int closing) {
+static void conn_flush(struct pier__conn *c, int closing) {
     pier_buf_t *out = &c->w->env.out;
+    uv_buf_t bufs[MAX_WRITE_BUFS];
     size_t off = 0;
     if (out->len > 0) {
-        uv_buf_t b = uv_buf_init(out->data, (unsigned)out->len);
-        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-        if (n < 0 && n != UV_EAGAIN) {
+        unsigned n = split_bufs(out->data, out->len, bufs);
+        int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        if (r < 0 && r != UV_EAGAIN) {
             pier_buf_reset(out);
             conn_close(c);
             return;
         }
-        off = n > 0 ? (size_t)n : 0;
+        off = r > 0 ? (size_t)r : 0;
     }
     if (off < out->len) {
         size_t rest = out->len - off;
@@ -245,8 +342,8 @@ static void conn_flush(struct pier_conn *c, int closing) {
         wr->len = rest;
         memcpy(wr->data, out->data + off, rest);
         pier_buf_reset(out);
-        uv_buf_t b = uv_buf_init(wr->data, (unsigned)rest);
-        if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+        unsigned n = split_bufs(wr->data, rest, bufs);
+        if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, bufs, n, on_written) != 0) {
             free(wr);
             conn_close(c);
             return;
@@ -254,7 +351,7 @@ static void conn_flush(struct pier_conn *c, int closing) {
         c->state = C_WRITING;
         c->close_after_write = (uint8_t)closing;
         uv_read_stop((uv_stream_t *)&c->tcp);
-        queue_push(c, PIER_L_WRITE, now_ms() + (uint64_t)c->w->cfg->request_ms);
+        conn_deadline(c, T_WRITE, now_ms());
         return;
     }
     pier_buf_reset(out);
@@ -269,14 +366,14 @@ static void conn_flush(struct pier_conn *c, int closing) {
 /* ---- reading --------------------------------------------------------------------------- */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-    struct pier_conn *c = conn_of(h);
+    struct pier__conn *c = conn_of(h);
     (void)suggested;
     buf->base = c->w->readbuf;
     buf->len = c->w->readbuf_size;
 }
 
 /* Keep what the session did not consume (PIER_FEED_PAUSE) and stop reading meanwhile. */
-static int conn_hold(struct pier_conn *c, const char *data, size_t len) {
+static int conn_hold(struct pier__conn *c, const char *data, size_t len) {
     struct pier_held *h = malloc(sizeof *h + len);
     if (h == NULL)
         return -1;
@@ -289,7 +386,7 @@ static int conn_hold(struct pier_conn *c, const char *data, size_t len) {
 }
 
 /* The responses are out: feed held input, and once there is none, read from the socket. */
-static void conn_resume(struct pier_conn *c) {
+static void conn_resume(struct pier__conn *c) {
     struct pier_held *h;
     while ((h = c->tcp.data) != NULL && c->state == C_OPEN) {
         int r = pier_session_feed(&c->s, h->data + h->off, h->len - h->off);
@@ -305,7 +402,7 @@ static void conn_resume(struct pier_conn *c) {
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
-    struct pier_conn *c = conn_of(stream);
+    struct pier__conn *c = conn_of(stream);
     if (nread == 0)
         return;
     if (nread < 0) {
@@ -327,12 +424,11 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
 
 /* Over max_connections: send the 503 and give the descriptor back at once. A lingering close
  * would hold it for up to LINGER_MS, and a flood of refused clients would then use up the
- * descriptors the limit is there to protect (accept fails with EMFILE and libuv resets
- * connections). What the client already sent is read first, so the close is a FIN that lets
- * the 503 arrive, not a reset that can destroy it. */
-static void conn_refuse(struct pier_conn *c) {
+ * descriptors the limit is there to protect. What the client already sent is read first, so
+ * the close is a FIN that lets the 503 arrive, not a reset that can destroy it. */
+static void conn_refuse(struct pier__conn *c) {
     pier_buf_t *out = &c->w->env.out;
-    uv_buf_t b = uv_buf_init(out->data, (unsigned)out->len);
+    uv_buf_t b = uv_buf_init(out->data, (unsigned)out->len); /* a 503: a few hundred bytes */
     uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     pier_buf_reset(out);
     uv_os_fd_t fd;
@@ -345,7 +441,7 @@ static void conn_refuse(struct pier_conn *c) {
     conn_close(c);
 }
 
-static void fill_peer(struct pier_conn *c) {
+static void fill_peer(struct pier__conn *c) {
     struct sockaddr_storage ss;
     int len = sizeof ss;
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
@@ -363,36 +459,56 @@ static void fill_peer(struct pier_conn *c) {
     }
 }
 
-static void on_connection(uv_stream_t *listener, int status) {
-    struct pier_worker *w = listener->data;
-    struct pier_server *srv = w->server;
-    if (status != 0) {
-        struct pier_logline l;
-        pier_log_begin(&l, PIER_LOG_WARN, "accept failed");
-        pier_log_str(&l, "error", uv_strerror(status));
-        pier_log_end(&l);
+static void worker_tick(uv_timer_t *handle);
+
+/* A client we cannot take (no memory for it): close it, so it learns at once instead of
+ * waiting in the backlog, and say so — at most once a second, with how many were shed. */
+static void accept_shed(struct pier__worker *w, int fd, int err) {
+    close(fd);
+    w->shed_unlogged++;
+    uint64_t now = now_ms();
+    if (w->shed_logged_ms != 0 && now - w->shed_logged_ms < 1000)
+        return;
+    struct pier_logline l;
+    pier_log_begin(&l, PIER_LOG_WARN, "connection shed: cannot set it up");
+    pier_log_int(&l, "worker", w->id);
+    pier_log_str(&l, "error", uv_strerror(err));
+    pier_log_int(&l, "shed", w->shed_unlogged);
+    pier_log_end(&l);
+    w->shed_logged_ms = now;
+    w->shed_unlogged = 0;
+}
+
+static void accept_one(struct pier__worker *w, int fd, int is_unix) {
+    struct pier__server *srv = w->server;
+    struct pier__conn *c = NULL;
+    if (heap_reserve(w) != 0 || (c = calloc(1, sizeof *c)) == NULL) {
+        accept_shed(w, fd, UV_ENOMEM);
         return;
     }
-    struct pier_conn *c = calloc(1, sizeof *c);
-    if (c == NULL)
-        return; /* the connection stays in the backlog; libuv retries on the next event */
     c->w = w;
-    int is_unix = listener->type == UV_NAMED_PIPE;
+    c->heap_index = SIZE_MAX;
     if (is_unix)
         uv_pipe_init(&w->loop, &c->pipe, 0);
     else
         uv_tcp_init(&w->loop, &c->tcp);
     c->tcp.data = NULL; /* no held input */
-    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+    int rc = is_unix ? uv_pipe_open(&c->pipe, fd) : uv_tcp_open(&c->tcp, fd);
+    if (rc != 0) {
         uv_close((uv_handle_t *)&c->tcp, free_handle);
+        accept_shed(w, fd, rc);
         return;
     }
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
     w->nconns++;
     pier_counter_add(&w->metrics.connections_active, 1);
     pier_counter_add(&w->metrics.connections_total, 1);
     int open = atomic_fetch_add_explicit(&srv->connections, 1, memory_order_relaxed) + 1;
     if (w->nconns == 1)
-        uv_timer_start(&w->tick, pier_worker_tick, TICK_MS, TICK_MS);
+        uv_timer_start(&w->tick, worker_tick, TICK_MS, TICK_MS);
     pier_session_init(&c->s, &w->env);
     if (is_unix) {
         c->s.peer.family = 1;
@@ -409,107 +525,143 @@ static void on_connection(uv_stream_t *listener, int status) {
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
+static void on_acceptable(uv_poll_t *poll, int status, int events);
+
+static void accept_resume(uv_timer_t *t) {
+    struct pier__worker *w = t->data;
+    w->accept_paused = 0;
+    if (w->listener)
+        uv_poll_start(&w->listener->poll, UV_READABLE, on_acceptable);
+    if (w->unix_listener)
+        uv_poll_start(&w->unix_listener->poll, UV_READABLE, on_acceptable);
+}
+
+/* Out of descriptors (or kernel memory): stop watching the listener for a moment. The
+ * clients stay in the backlog and are taken when descriptors free up. */
+static void accept_pause(struct pier__worker *w, int err) {
+    if (w->listener)
+        uv_poll_stop(&w->listener->poll);
+    if (w->unix_listener)
+        uv_poll_stop(&w->unix_listener->poll);
+    w->accept_paused = 1;
+    uv_timer_start(&w->accept_timer, accept_resume, ACCEPT_PAUSE_MS, 0);
+    if (w->accept_pauses++ > 0)
+        return;
+    struct pier_logline l;
+    pier_log_begin(&l, PIER_LOG_WARN, "cannot accept: accepting paused");
+    pier_log_int(&l, "worker", w->id);
+    pier_log_str(&l, "error", uv_strerror(err));
+    pier_log_int(&l, "pause_ms", ACCEPT_PAUSE_MS);
+    pier_log_int(&l, "connections", w->nconns);
+    pier_log_end(&l);
+}
+
+static void on_acceptable(uv_poll_t *poll, int status, int events) {
+    struct pier__listener *ls = poll->data;
+    struct pier__worker *w = ls->w;
+    (void)events;
+    if (status != 0) {
+        accept_pause(w, status);
+        return;
+    }
+    for (int i = 0; i < ACCEPT_BATCH && !w->accept_paused && !ls->closing; i++) {
+        int fd = accept4(ls->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            if (e == EINTR || e == ECONNABORTED || e == EPROTO)
+                continue; /* that client is gone; the next may be there */
+            if (e != EAGAIN && e != EWOULDBLOCK)
+                accept_pause(w, -e); /* EMFILE, ENFILE, ENOBUFS, ENOMEM, and the unexpected */
+            return;
+        }
+        if (w->accept_pauses > 0) {
+            struct pier_logline l;
+            pier_log_begin(&l, PIER_LOG_INFO, "accepting again");
+            pier_log_int(&l, "worker", w->id);
+            pier_log_int(&l, "pauses", w->accept_pauses);
+            pier_log_end(&l);
+            w->accept_pauses = 0;
+        }
+        accept_one(w, fd, ls->is_unix);
+    }
+}
+
 static void on_listener_closed(uv_handle_t *h) {
-    struct pier_worker *w = h->data;
-    free(h);
-    pier_worker_maybe_finish(w);
+    struct pier__listener *ls = h->data;
+    struct pier__worker *w = ls->w;
+    close(ls->fd);
+    free(ls);
+    pier__worker_maybe_finish(w);
 }
 
-int pier_worker_start_listening(struct pier_worker *w, int fd) {
-    uv_tcp_t *l = malloc(sizeof *l);
-    if (l == NULL)
+static void listener_close(struct pier__listener *ls) {
+    ls->closing = 1;
+    uv_close((uv_handle_t *)&ls->poll, on_listener_closed);
+}
+
+/* Accept from `fd`, a listening socket (TCP, or listen.unix when is_unix). Returns 0 (the
+ * worker owns fd from then on) or an error (fd is still the caller's). A reload that moves
+ * the TCP listener calls it again: the new socket listens before the old one closes. */
+int pier__worker_listen(struct pier__worker *w, int fd, int is_unix) {
+    struct pier__listener *ls = malloc(sizeof *ls);
+    if (ls == NULL)
         return UV_ENOMEM;
-    uv_tcp_init(&w->loop, l);
-    l->data = w;
-    int rc = uv_tcp_open(l, fd);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)l, 511, on_connection);
+    ls->fd = fd;
+    ls->w = w;
+    ls->is_unix = is_unix;
+    ls->closing = 0;
+    int rc = uv_poll_init(&w->loop, &ls->poll, fd);
     if (rc != 0) {
-        uv_close((uv_handle_t *)l, free_handle);
+        free(ls); /* uv_poll_init failed before the handle joined the loop */
         return rc;
     }
-    if (w->listener) /* a reload moved us: the new socket listens before the old one closes */
-        uv_close((uv_handle_t *)w->listener, on_listener_closed);
-    w->listener = l;
+    ls->poll.data = ls;
+    if (!w->accept_paused)
+        uv_poll_start(&ls->poll, UV_READABLE, on_acceptable);
+    struct pier__listener **slot = is_unix ? &w->unix_listener : &w->listener;
+    if (*slot)
+        listener_close(*slot);
+    *slot = ls;
     return 0;
 }
 
-int pier_worker_start_listening_unix(struct pier_worker *w, int fd) {
-    uv_pipe_t *l = malloc(sizeof *l);
-    if (l == NULL)
-        return UV_ENOMEM;
-    uv_pipe_init(&w->loop, l, 0);
-    l->data = w;
-    int rc = uv_pipe_open(l, fd);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)l, 511, on_connection);
-    if (rc != 0) {
-        uv_close((uv_handle_t *)l, free_handle);
-        return rc;
-    }
-    w->unix_listener = l;
-    return 0;
-}
-
-void pier_worker_close_listener(struct pier_worker *w) {
+void pier__worker_close_listener(struct pier__worker *w) {
     if (w->listener) {
-        uv_close((uv_handle_t *)w->listener, on_listener_closed);
+        listener_close(w->listener);
         w->listener = NULL;
     }
     if (w->unix_listener) {
-        uv_close((uv_handle_t *)w->unix_listener, on_listener_closed);
+        listener_close(w->unix_listener);
         w->unix_listener = NULL;
     }
 }
 
 /* ---- worker housekeeping --------------------------------------------------------------- */
 
-static void expire(struct pier_worker *w, int list, uint64_t now, int ordered) {
-    struct pier_conn *c = w->lists[list].head;
-    while (c) {
-        struct pier_conn *next = c->next;
-        if (c->deadline_ms > now) {
-            if (ordered)
-                break;
-            c = next;
-            continue;
-        }
-        switch (list) {
-        case PIER_L_HEADERS:
-        case PIER_L_BODY:
+static void worker_tick(uv_timer_t *handle) {
+    struct pier__worker *w = handle->data;
+    uint64_t now = now_ms();
+    /* every branch takes c out of the heap or gives it a later deadline */
+    while (w->heap_len > 0 && w->heap[0]->deadline_ms <= now) {
+        struct pier__conn *c = w->heap[0];
+        if (c->timer == T_HEADERS || c->timer == T_BODY) {
+            heap_remove(c);
             pier_session_timeout(&c->s);
             conn_flush(c, 1);
-            break;
-        default: /* idle, a client not reading, a linger that ran out */
+        } else { /* idle, a client not reading, a linger that ran out */
             conn_close(c);
-            break;
         }
-        c = next;
     }
-}
-
-void pier_worker_tick(uv_timer_t *handle) {
-    struct pier_worker *w = handle->data;
-    uint64_t now = now_ms();
-    expire(w, PIER_L_IDLE, now, 1);
-    expire(w, PIER_L_HEADERS, now, 1);
-    expire(w, PIER_L_BODY, now, 0);
-    expire(w, PIER_L_WRITE, now, 1);
-    expire(w, PIER_L_LINGER, now, 1);
     pier_env_flush_log(&w->env);
 }
 
-unsigned pier_worker_close_all(struct pier_worker *w) {
+unsigned pier__worker_close_all(struct pier__worker *w) {
     unsigned cut = 0;
-    for (int l = PIER_L_IDLE; l < PIER_L_COUNT; l++) {
-        struct pier_conn *c = w->lists[l].head;
-        while (c) {
-            struct pier_conn *next = c->next;
-            if (l != PIER_L_LINGER)
-                cut++;
-            conn_close(c);
-            c = next;
-        }
+    while (w->conns) {
+        struct pier__conn *c = w->conns;
+        if (c->timer != T_LINGER)
+            cut++;
+        conn_close(c);
     }
     return cut;
 }

@@ -125,6 +125,12 @@ static int run(int argc, char **argv, const char **sets) {
                check, cfg->environment, cfg->listen_host, (long long)cfg->listen_port,
                cfg->listen_unix[0] ? " and unix:" : "", cfg->listen_unix, cfg->prefix,
                pier_log_level_name((int)cfg->log_level), pier_config_workers(cfg));
+        pier_buf_t keys;
+        pier_buf_init(&keys);
+        pier_config_write_restart_keys(&keys);
+        printf("pier: a reload applies every key but: %.*s (needs a restart)\n", (int)keys.len,
+               keys.data ? keys.data : "");
+        pier_buf_free(&keys);
         free(cfg);
         return 0;
     }

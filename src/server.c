@@ -16,6 +16,7 @@
  */
 #include "pier/server.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -32,9 +33,14 @@
 
 #include "pier/log.h"
 #include "pier/net.h"
+#include "worker.h"
 
 #define READ_BUFFER_BYTES (64 * 1024)
-#define FD_RESERVE        64 /* descriptors kept for listeners, logs, /proc reads */
+/* Descriptors kept free beyond those open at rest: per worker, the replacement listener a
+ * reload opens before the old one closes and the one a refused client holds while it gets
+ * its 503; for the process, the config file a reload reads, /proc reads, a probe. */
+#define FD_SPARE_PER_WORKER 2
+#define FD_SPARE            16
 
 static int64_t wall_ms(void) {
     struct timespec ts;
@@ -202,7 +208,7 @@ fail : {
 }
 
 /* Remove the socket file when it is still the one this process made (not a successor's). */
-static void unix_unlink(struct pier_server *srv) {
+static void unix_unlink(struct pier__server *srv) {
     struct stat st;
     if (srv->unix_fd < 0)
         return;
@@ -212,32 +218,64 @@ static void unix_unlink(struct pier_server *srv) {
     srv->unix_fd = -1;
 }
 
-/* Raise the soft descriptor limit to the hard one and bound max_connections by it. */
-static void apply_fd_limit(struct pier_server *srv, const struct pier_config *cfg) {
+/* ---- descriptor budget ----------------------------------------------------------------- */
+
+/* Descriptors open now, counted in /proc/self/fd (-1 if it cannot be read). */
+static int count_open_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* opendir's own */
+}
+
+/* Raise the soft descriptor limit to the hard one; return it (INT32_MAX for unlimited). */
+static int64_t raise_fd_limit(void) {
     struct rlimit rl;
-    int64_t max = cfg->max_connections;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-        if (rl.rlim_cur < rl.rlim_max) {
-            rl.rlim_cur = rl.rlim_max;
-            setrlimit(RLIMIT_NOFILE, &rl);
-            getrlimit(RLIMIT_NOFILE, &rl);
-        }
-        int64_t room = rl.rlim_cur == RLIM_INFINITY ? INT32_MAX : (int64_t)rl.rlim_cur;
-        room -= FD_RESERVE + srv->nworkers;
-        if (room < 1)
-            room = 1;
-        if (max > room) {
-            struct pier_logline l;
-            pier_log_begin(&l, PIER_LOG_WARN,
-                           "limits.max_connections exceeds the descriptor limit; lowered");
-            pier_log_int(&l, "configured", max);
-            pier_log_int(&l, "effective", room);
-            pier_log_int(&l, "rlimit_nofile", (int64_t)rl.rlim_cur);
-            pier_log_end(&l);
-            max = room;
-        }
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return INT32_MAX;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
     }
-    atomic_store(&srv->max_connections, (int)max);
+    return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > INT32_MAX ? INT32_MAX
+                                                                   : (int64_t)rl.rlim_cur;
+}
+
+/* Bound max_connections by what RLIMIT_NOFILE leaves once the descriptors open at rest (every
+ * worker's loop, listener, the logs: srv->fds_at_rest, measured once the workers are up) and
+ * the spares are set aside; a connection is one descriptor. Called at start and on each
+ * reload (the limit may have been changed from outside with prlimit). Logged at start, and
+ * on reload when the result changes. */
+static void apply_fd_budget(struct pier__server *srv, const struct pier_config *cfg, int start) {
+    int64_t nofile = raise_fd_limit();
+    int64_t reserved = (int64_t)srv->fds_at_rest + FD_SPARE + FD_SPARE_PER_WORKER * srv->nworkers;
+    int64_t room = nofile - reserved;
+    if (room < 1)
+        room = 1;
+    int64_t max = cfg->max_connections < room ? cfg->max_connections : room;
+    int before = atomic_exchange(&srv->max_connections, (int)max);
+    if (!start && before == (int)max)
+        return;
+    struct pier_logline l;
+    if (max < cfg->max_connections)
+        pier_log_begin(&l, PIER_LOG_WARN,
+                       "limits.max_connections exceeds the descriptor limit; lowered");
+    else
+        pier_log_begin(&l, PIER_LOG_INFO, "descriptor budget");
+    pier_log_int(&l, "configured", cfg->max_connections);
+    pier_log_int(&l, "effective", max);
+    pier_log_int(&l, "rlimit_nofile", nofile);
+    pier_log_int(&l, "fds_at_rest", srv->fds_at_rest);
+    pier_log_int(&l, "reserved", reserved);
+    pier_log_int(&l, "workers", srv->nworkers);
+    pier_log_end(&l);
 }
 
 /* ---- workers --------------------------------------------------------------------------- */
@@ -246,31 +284,52 @@ static void worker_handle_closed(uv_handle_t *h) {
     (void)h;
 }
 
-void pier_worker_maybe_finish(struct pier_worker *w) {
+void pier__worker_maybe_finish(struct pier__worker *w) {
     if (!w->draining || w->stopping || w->nconns > 0 || w->listener || w->unix_listener)
         return;
     w->stopping = 1;
     uv_timer_stop(&w->tick);
+    uv_timer_stop(&w->accept_timer);
     uv_close((uv_handle_t *)&w->tick, worker_handle_closed);
+    uv_close((uv_handle_t *)&w->accept_timer, worker_handle_closed);
     uv_close((uv_handle_t *)&w->wake, worker_handle_closed);
 }
 
-void pier_worker_on_wake(uv_async_t *handle) {
-    struct pier_worker *w = handle->data;
-    struct pier_server *srv = w->server;
+/* Take the current config. The worker says which config it is about to use (cfg_in_use)
+ * before it trusts it: if srv->cfg still names it afterwards, the control thread — which
+ * publishes a new config before it looks at cfg_in_use — sees it and will not free it. */
+static const struct pier_config *worker_take_config(struct pier__worker *w) {
+    const struct pier_config *cfg = atomic_load(&w->server->cfg);
+    for (;;) {
+        atomic_store(&w->cfg_in_use, cfg);
+        const struct pier_config *again = atomic_load(&w->server->cfg);
+        if (again == cfg)
+            return cfg;
+        cfg = again;
+    }
+}
+
+static void worker_on_wake(uv_async_t *handle) {
+    struct pier__worker *w = handle->data;
+    struct pier__server *srv = w->server;
+    if (atomic_load(&srv->flush_now)) {
+        pier_env_flush_log(&w->env);
+        atomic_store(&w->flushed, 1);
+    }
     if (w->stopping)
         return;
-    const struct pier_config *cfg = atomic_load(&srv->cfg);
-    if (cfg != w->cfg) {
+    if (atomic_load(&srv->cfg) != w->cfg) {
+        const struct pier_config *cfg = worker_take_config(w);
         w->cfg = cfg;
         w->env.cfg = cfg;
+        pier__worker_config_changed(w);
     }
     int fd = atomic_exchange(&w->new_listen_fd, -1);
     if (fd >= 0) {
         if (w->draining) {
             close(fd);
         } else {
-            int rc = pier_worker_start_listening(w, fd);
+            int rc = pier__worker_listen(w, fd, 0);
             if (rc != 0) {
                 close(fd);
                 struct pier_logline l;
@@ -283,33 +342,34 @@ void pier_worker_on_wake(uv_async_t *handle) {
     }
     if (!w->draining && atomic_load(&srv->app.lifecycle) == PIER_DRAINING) {
         w->draining = 1;
-        pier_worker_close_listener(w);
+        pier__worker_close_listener(w);
     }
     if (!w->forced && atomic_load(&srv->force_close)) {
         w->forced = 1;
-        unsigned cut = pier_worker_close_all(w);
+        unsigned cut = pier__worker_close_all(w);
         struct pier_logline l;
         pier_log_begin(&l, PIER_LOG_WARN, "drain time ran out; connections cut");
         pier_log_int(&l, "worker", w->id);
         pier_log_int(&l, "connections", cut);
         pier_log_end(&l);
     }
-    pier_worker_maybe_finish(w);
+    pier__worker_maybe_finish(w);
 }
 
 static void worker_main(void *arg) {
-    struct pier_worker *w = arg;
+    struct pier__worker *w = arg;
     uv_run(&w->loop, UV_RUN_DEFAULT);
     pier_env_flush_log(&w->env);
     atomic_store(&w->finished, 1);
     uv_async_send(&w->server->worker_done);
 }
 
-static int worker_init(struct pier_server *srv, struct pier_worker *w, int id, int fd) {
+static int worker_init(struct pier__server *srv, struct pier__worker *w, int id, int fd) {
     memset(w, 0, sizeof *w);
     w->id = id;
     w->server = srv;
     w->cfg = atomic_load(&srv->cfg);
+    atomic_init(&w->cfg_in_use, w->cfg);
     atomic_init(&w->new_listen_fd, -1);
     w->readbuf_size = READ_BUFFER_BYTES;
     w->readbuf = malloc(w->readbuf_size);
@@ -320,20 +380,23 @@ static int worker_init(struct pier_server *srv, struct pier_worker *w, int id, i
         return rc;
     pier_env_init(&w->env, w->cfg, &srv->app, &w->metrics);
     srv->app.worker_metrics[id] = &w->metrics;
-    uv_async_init(&w->loop, &w->wake, pier_worker_on_wake);
+    uv_async_init(&w->loop, &w->wake, worker_on_wake);
     w->wake.data = w;
     uv_timer_init(&w->loop, &w->tick);
     w->tick.data = w;
-    return pier_worker_start_listening(w, fd);
+    uv_timer_init(&w->loop, &w->accept_timer);
+    w->accept_timer.data = w;
+    return pier__worker_listen(w, fd, 0);
 }
 
-static void worker_destroy(struct pier_worker *w) {
+static void worker_destroy(struct pier__worker *w) {
     uv_loop_close(&w->loop);
     pier_env_destroy(&w->env);
     free(w->readbuf);
+    free(w->heap);
 }
 
-static void wake_workers(struct pier_server *srv) {
+static void wake_workers(struct pier__server *srv) {
     for (int i = 0; i < srv->nworkers; i++)
         if (!atomic_load(&srv->workers[i].finished))
             uv_async_send(&srv->workers[i].wake);
@@ -345,7 +408,7 @@ static void control_handle_closed(uv_handle_t *h) {
     (void)h;
 }
 
-static void close_control(struct pier_server *srv) {
+static void close_control(struct pier__server *srv) {
     uv_close((uv_handle_t *)&srv->sig_term, control_handle_closed);
     uv_close((uv_handle_t *)&srv->sig_int, control_handle_closed);
     uv_close((uv_handle_t *)&srv->sig_hup, control_handle_closed);
@@ -355,7 +418,7 @@ static void close_control(struct pier_server *srv) {
 }
 
 static void on_worker_done(uv_async_t *h) {
-    struct pier_server *srv = h->data;
+    struct pier__server *srv = h->data;
     for (int i = 0; i < srv->nworkers; i++)
         if (!atomic_load(&srv->workers[i].finished))
             return;
@@ -363,12 +426,12 @@ static void on_worker_done(uv_async_t *h) {
 }
 
 static void on_drain_timeout(uv_timer_t *t) {
-    struct pier_server *srv = t->data;
+    struct pier__server *srv = t->data;
     atomic_store(&srv->force_close, 1);
     wake_workers(srv);
 }
 
-static void begin_drain(struct pier_server *srv) {
+static void begin_drain(struct pier__server *srv) {
     const struct pier_config *cfg = atomic_load(&srv->cfg);
     atomic_store(&srv->app.lifecycle, PIER_DRAINING);
     struct pier_logline l;
@@ -385,15 +448,31 @@ static void on_grace_over(uv_timer_t *t) {
     begin_drain(t->data);
 }
 
+/* Exiting at once: the access-log lines each worker batched are the worker's to write (it may
+ * be appending to its batch right now), so ask every worker to flush and wait a moment. */
+static void flush_workers(struct pier__server *srv) {
+    atomic_store(&srv->flush_now, 1);
+    wake_workers(srv);
+    for (int tries = 0; tries < 40; tries++) { /* 200 ms at most */
+        int waiting = 0;
+        for (int i = 0; i < srv->nworkers; i++)
+            waiting +=
+                !atomic_load(&srv->workers[i].flushed) && !atomic_load(&srv->workers[i].finished);
+        if (waiting == 0)
+            return;
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static void on_stop_signal(uv_signal_t *h, int signum) {
-    struct pier_server *srv = h->data;
+    struct pier__server *srv = h->data;
     if (srv->signals_seen++ > 0) {
         struct pier_logline l;
         pier_log_begin(&l, PIER_LOG_WARN, "second stop signal: exiting now");
         pier_log_str(&l, "signal", strsignal(signum));
         pier_log_end(&l);
-        for (int i = 0; i < srv->nworkers; i++)
-            pier_env_flush_log(&srv->workers[i].env);
+        flush_workers(srv);
         _exit(1);
     }
     const struct pier_config *cfg = atomic_load(&srv->cfg);
@@ -425,15 +504,136 @@ static void log_config_errors(const char *msg, const char *file, const pier_buf_
     }
 }
 
-static void reload(struct pier_server *srv) {
-    const struct pier_config *old = atomic_load(&srv->cfg);
+/* ---- reload ----------------------------------------------------------------------------
+ *
+ * Walks the option table (src/config.c): a key marked PIER_OPT_RESTART keeps its running
+ * value (the log says a restart is needed); every other changed key applies, through its
+ * row's apply hook when it has one. A hook's prepare step may fail (a port that cannot be
+ * bound), and then nothing changes; commit steps cannot fail. */
+
+struct reload_ctx {
+    struct pier__server *srv;
+    const struct pier_config *old;
+    struct pier_config *cfg;
+    int fds[256]; /* PIER_APPLY_LISTEN: the new listeners, one per worker */
+    int nfds;
+    int port;
+};
+
+static int prepare_listen(struct reload_ctx *r, pier_buf_t *errors) {
+    char err[256];
+    if (open_listeners(r->cfg->listen_host, (int)r->cfg->listen_port, r->srv->nworkers, r->fds,
+                       &r->port, err, sizeof err) != 0) {
+        pier_buf_printf(errors, "%s\n", err);
+        return -1;
+    }
+    r->nfds = r->srv->nworkers;
+    return 0;
+}
+
+static void abort_listen(struct reload_ctx *r) {
+    for (int i = 0; i < r->nfds; i++)
+        close(r->fds[i]);
+    r->nfds = 0;
+}
+
+/* Hand each worker its new listener. One a worker has not taken yet (two reloads in quick
+ * succession) is closed here: exchanged out, so exactly one side owns it. */
+static void commit_listen(struct reload_ctx *r) {
+    for (int i = 0; i < r->nfds; i++) {
+        int untaken = atomic_exchange(&r->srv->workers[i].new_listen_fd, r->fds[i]);
+        if (untaken >= 0)
+            close(untaken);
+    }
+    r->nfds = 0;
+}
+
+/* listen.unix_mode/_group: chmod/chgrp the running socket; an error keeps the old config. */
+static int prepare_unix_perms(struct reload_ctx *r, pier_buf_t *errors) {
+    char err[512];
+    if (r->srv->unix_fd < 0)
+        return 0;
+    if (unix_apply_perms(r->cfg, r->cfg->listen_unix, err, sizeof err) != 0) {
+        pier_buf_printf(errors, "%s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Put the old mode and group back when a later step fails. */
+static void abort_unix_perms(struct reload_ctx *r) {
+    char err[512];
+    if (r->srv->unix_fd >= 0)
+        unix_apply_perms(r->old, r->old->listen_unix, err, sizeof err);
+}
+
+static void commit_log(struct reload_ctx *r) {
+    pier_log_configure((int)r->cfg->log_level, (int)r->cfg->log_format);
+}
+
+static void commit_limits(struct reload_ctx *r) {
+    apply_fd_budget(r->srv, r->cfg, 0);
+}
+
+static const struct {
+    int (*prepare)(struct reload_ctx *r, pier_buf_t *errors); /* may fail: nothing changes */
+    void (*abort)(struct reload_ctx *r);                      /* undo a prepare */
+    void (*commit)(struct reload_ctx *r);                     /* after the config is published */
+} apply_hooks[PIER_APPLY_COUNT] = {
+    [PIER_APPLY_LISTEN] = {prepare_listen, abort_listen, commit_listen},
+    [PIER_APPLY_LOG] = {NULL, NULL, commit_log},
+    [PIER_APPLY_UNIX_PERMS] = {prepare_unix_perms, abort_unix_perms, NULL},
+    [PIER_APPLY_LIMITS] = {NULL, NULL, commit_limits},
+};
+
+/* Free every config but the current one that no worker may still read (cfg_in_use). */
+static void free_unused_configs(struct pier__server *srv) {
+    const struct pier_config *cur = atomic_load(&srv->cfg);
+    size_t kept = 0;
+    for (size_t i = 0; i < srv->nconfigs; i++) {
+        struct pier_config *c = srv->configs[i];
+        int used = c == cur;
+        for (int k = 0; k < srv->nworkers && !used; k++)
+            used = !atomic_load(&srv->workers[k].finished) &&
+                   atomic_load(&srv->workers[k].cfg_in_use) == c;
+        if (used)
+            srv->configs[kept++] = c;
+        else
+            free(c);
+    }
+    srv->nconfigs = kept;
+}
+
+/* "<key> changes need a restart; keeping the running value", with both values. */
+static void log_needs_restart(const struct pier_config *running, const struct pier_config *cfg,
+                              const struct pier_option *o) {
+    pier_buf_t a, b;
+    pier_buf_init(&a);
+    pier_buf_init(&b);
+    pier_config_format_value(running, o, &a);
+    pier_config_format_value(cfg, o, &b);
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s changes need a restart; keeping the running value", o->key);
+    struct pier_logline l;
+    pier_log_begin(&l, PIER_LOG_WARN, msg);
+    pier_log_strn(&l, "running", a.data ? a.data : "", a.len);
+    pier_log_strn(&l, "configured", b.data ? b.data : "", b.len);
+    pier_log_end(&l);
+    pier_buf_free(&a);
+    pier_buf_free(&b);
+}
+
+static void reload(struct pier__server *srv) {
+    struct reload_ctx r = {.srv = srv, .old = atomic_load(&srv->cfg)};
     struct pier_config *cfg = malloc(sizeof *cfg);
-    pier_buf_t errors, diff;
+    pier_buf_t errors, diff, restart;
     pier_buf_init(&errors);
     pier_buf_init(&diff);
-    int fds[256];
-    int port = 0;
+    pier_buf_init(&restart);
+    unsigned char hooks[PIER_APPLY_COUNT] = {0};
+    int prepared = 0;
 
+    r.cfg = cfg;
     if (cfg == NULL)
         goto fail;
     if (srv->app.lifecycle != PIER_RUNNING) {
@@ -442,55 +642,37 @@ static void reload(struct pier_server *srv) {
     }
     if (pier_config_load(cfg, srv->config_path, srv->sets, srv->nsets, &errors) != 0)
         goto fail;
-    if (pier_config_workers(cfg) != srv->nworkers) {
-        struct pier_logline l;
-        pier_log_begin(&l, PIER_LOG_WARN, "workers changes need a restart; keeping the count");
-        pier_log_int(&l, "running", srv->nworkers);
-        pier_log_end(&l);
-    }
-    if (strcmp(cfg->listen_unix, old->listen_unix) != 0) {
-        struct pier_logline l;
-        pier_log_begin(&l, PIER_LOG_WARN, "listen.unix changes need a restart; keeping the socket");
-        pier_log_str(&l, "running", old->listen_unix);
-        pier_log_str(&l, "configured", cfg->listen_unix);
-        pier_log_end(&l);
-        memcpy(cfg->listen_unix, old->listen_unix, sizeof cfg->listen_unix);
-    }
-    if (srv->unix_fd >= 0 && (strcmp(cfg->listen_unix_mode, old->listen_unix_mode) != 0 ||
-                              strcmp(cfg->listen_unix_group, old->listen_unix_group) != 0)) {
-        char err[512];
-        if (unix_apply_perms(cfg, cfg->listen_unix, err, sizeof err) != 0) {
-            pier_buf_printf(&errors, "%s\n", err);
-            goto fail;
+    for (size_t i = 0; i < pier_options_count; i++) {
+        const struct pier_option *o = &pier_options[i];
+        if (!pier_config_differs(r.old, cfg, o))
+            continue;
+        if (o->flags & PIER_OPT_RESTART) {
+            pier_buf_printf(&restart, "%s%s", restart.len ? ", " : "", o->key);
+            log_needs_restart(r.old, cfg, o);
+            pier_config_copy_value(cfg, r.old, o);
+        } else {
+            hooks[o->apply] = 1;
         }
     }
-    int moved =
-        strcmp(cfg->listen_host, old->listen_host) != 0 || cfg->listen_port != old->listen_port;
-    if (moved) {
-        char err[256];
-        if (open_listeners(cfg->listen_host, (int)cfg->listen_port, srv->nworkers, fds, &port, err,
-                           sizeof err) != 0) {
-            pier_buf_printf(&errors, "%s\n", err);
+    hooks[PIER_APPLY_LIMITS] = 1; /* the descriptor limit may have changed from outside */
+    for (prepared = 0; prepared < PIER_APPLY_COUNT; prepared++)
+        if (hooks[prepared] && apply_hooks[prepared].prepare &&
+            apply_hooks[prepared].prepare(&r, &errors) != 0)
             goto fail;
-        }
-    }
-    pier_config_diff(old, cfg, &diff);
     struct pier_config **list = realloc(srv->configs, (srv->nconfigs + 1) * sizeof *list);
     if (list == NULL) {
-        if (moved)
-            for (int i = 0; i < srv->nworkers; i++)
-                close(fds[i]);
+        pier_buf_puts(&errors, "out of memory\n");
         goto fail;
     }
     srv->configs = list;
     srv->configs[srv->nconfigs++] = cfg;
-    pier_log_configure((int)cfg->log_level, (int)cfg->log_format);
-    apply_fd_limit(srv, cfg);
+    pier_config_diff(r.old, cfg, &diff);
     atomic_store(&srv->cfg, cfg);
-    if (moved)
-        for (int i = 0; i < srv->nworkers; i++)
-            atomic_store(&srv->workers[i].new_listen_fd, fds[i]);
+    for (int h = 0; h < PIER_APPLY_COUNT; h++)
+        if (hooks[h] && apply_hooks[h].commit)
+            apply_hooks[h].commit(&r);
     wake_workers(srv);
+    free_unused_configs(srv); /* r.old may be gone from here on */
     pier_counter_add(&srv->app.reloads_success, 1);
     atomic_store(&srv->app.last_reload_success_unix_ms, wall_ms());
 
@@ -498,21 +680,26 @@ static void reload(struct pier_server *srv) {
     pier_log_begin(&l, PIER_LOG_INFO, "config reloaded");
     pier_log_str(&l, "file", srv->config_path ? srv->config_path : "(defaults)");
     pier_log_strn(&l, "changed", diff.data ? diff.data : "", diff.len);
-    if (moved) {
+    if (restart.len)
+        pier_log_strn(&l, "needs_restart", restart.data, restart.len);
+    if (hooks[PIER_APPLY_LISTEN]) {
         pier_log_str(&l, "host", cfg->listen_host);
-        pier_log_int(&l, "port", port);
+        pier_log_int(&l, "port", r.port);
     }
     pier_log_end(&l);
-    pier_buf_free(&errors);
-    pier_buf_free(&diff);
-    return;
+    goto out;
 fail:
+    while (prepared-- > 0)
+        if (hooks[prepared] && apply_hooks[prepared].abort)
+            apply_hooks[prepared].abort(&r);
     free(cfg);
     pier_counter_add(&srv->app.reloads_failure, 1);
     log_config_errors("config reload failed; keeping the running config",
                       srv->config_path ? srv->config_path : "(defaults)", &errors);
+out:
     pier_buf_free(&errors);
     pier_buf_free(&diff);
+    pier_buf_free(&restart);
 }
 
 static void on_hup(uv_signal_t *h, int signum) {
@@ -522,7 +709,7 @@ static void on_hup(uv_signal_t *h, int signum) {
 
 int pier_server_run(struct pier_config *cfg, const char *config_path, const char *const *sets,
                     size_t nsets) {
-    struct pier_server srv;
+    struct pier__server srv;
     memset(&srv, 0, sizeof srv);
     int fds[256];
     int port = 0;
@@ -544,7 +731,7 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
     srv.workers = calloc((size_t)srv.nworkers, sizeof *srv.workers);
     srv.unix_fd = -1;
     pier_log_configure((int)cfg->log_level, (int)cfg->log_format);
-    apply_fd_limit(&srv, cfg);
+    raise_fd_limit();
 
     if (open_listeners(cfg->listen_host, (int)cfg->listen_port, srv.nworkers, fds, &port, err,
                        sizeof err) != 0) {
@@ -555,6 +742,7 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
         fprintf(stderr, "pier: %s\n", err);
         goto out;
     }
+
     if (cfg->listen_unix[0] &&
         open_unix_listener(cfg, &srv.unix_fd, &srv.unix_ino, err, sizeof err) != 0) {
         struct pier_logline l;
@@ -586,13 +774,19 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
         if (wrc == 0 && srv.unix_fd >= 0) {
             int dup_fd = fcntl(srv.unix_fd, F_DUPFD_CLOEXEC, 0);
             wrc = dup_fd < 0 ? uv_translate_sys_error(errno)
-                             : pier_worker_start_listening_unix(&srv.workers[i], dup_fd);
+                             : pier__worker_listen(&srv.workers[i], dup_fd, 1);
         }
         if (wrc != 0) {
             fprintf(stderr, "pier: cannot start worker %d: %s\n", i, uv_strerror(wrc));
             _exit(1);
         }
     }
+    /* Every worker's loop and listener is open and no client is connected yet: what is open
+     * now is what the process holds at rest. */
+    srv.fds_at_rest = count_open_fds();
+    if (srv.fds_at_rest < 0)
+        srv.fds_at_rest = 16 + 6 * srv.nworkers; /* no /proc: libuv's usual share per loop */
+    apply_fd_budget(&srv, cfg, 1);
     uv_thread_options_t opts = {.flags = UV_THREAD_HAS_STACK_SIZE, .stack_size = 256 * 1024};
     for (int i = 0; i < srv.nworkers; i++) {
         if (uv_thread_create_ex(&srv.workers[i].thread, &opts, worker_main, &srv.workers[i]) != 0) {

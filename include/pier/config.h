@@ -56,6 +56,22 @@ enum pier_opt_type {
     PIER_OPT_WORKERS
 };
 
+/* What a reload does with an option (redis' standardConfig flags). */
+enum pier_opt_flags {
+    PIER_OPT_RESTART = 1 << 0, /* a reload keeps the running value and says a restart is needed */
+};
+
+/* The hook that puts a changed option into effect on reload (src/server.c maps each to its
+ * function). NONE: workers read it from the config they switch to; nothing else to do. */
+enum pier_apply {
+    PIER_APPLY_NONE,
+    PIER_APPLY_LISTEN,     /* open the new listeners before the old ones close */
+    PIER_APPLY_LOG,        /* the logger's level and format */
+    PIER_APPLY_UNIX_PERMS, /* chmod/chgrp the listen.unix socket in place */
+    PIER_APPLY_LIMITS,     /* max_connections against the descriptor budget */
+    PIER_APPLY_COUNT
+};
+
 struct pier_option {
     const char *key;
     enum pier_opt_type type;
@@ -67,6 +83,8 @@ struct pier_option {
     /* strings: extra check; returns NULL when fine, else what was expected */
     const char *(*validate)(const char *value);
     const char *help;
+    unsigned flags;        /* enum pier_opt_flags */
+    enum pier_apply apply; /* what a reload runs when the value changed */
 };
 
 extern const struct pier_option pier_options[];
@@ -92,6 +110,14 @@ void pier_config_format_value(const struct pier_config *cfg, const struct pier_o
                               pier_buf_t *out);
 /* Append "key: old -> new" for each option that differs, comma-separated. Returns how many. */
 int pier_config_diff(const struct pier_config *a, const struct pier_config *b, pier_buf_t *out);
+/* 1 when option `o` differs between a and b. */
+int pier_config_differs(const struct pier_config *a, const struct pier_config *b,
+                        const struct pier_option *o);
+/* Copy option `o`'s value from src to dst. */
+void pier_config_copy_value(struct pier_config *dst, const struct pier_config *src,
+                            const struct pier_option *o);
+/* The keys a reload cannot change (PIER_OPT_RESTART), comma-separated. */
+void pier_config_write_restart_keys(pier_buf_t *out);
 /* Help text (for --help) and the markdown table of docs/configuration.md, both from the option
  * table. */
 void pier_config_write_help(pier_buf_t *out);

@@ -32,7 +32,7 @@ log:
 class Pier:
     """A running pier. Use as a context manager, or call start()/stop()."""
 
-    def __init__(self, config=BASE_CONFIG, env=None, args=(), config_path=None, port=None):
+    def __init__(self, config=BASE_CONFIG, env=None, args=(), config_path=None, port=None, nofile=None):
         # port: when the config names a fixed port and the "listening" line may be filtered
         # out by log.level, wait for the port to accept instead of reading the log.
         self.fixed_port = port
@@ -52,6 +52,7 @@ class Pier:
                 del self.env[k]
         self.env.update(env or {})
         self.args = list(args)
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) to start pier under, like prlimit
         self.proc = None
         self.port = None
         self.lines = []
@@ -61,7 +62,15 @@ class Pier:
     # -- lifecycle --------------------------------------------------------------
     def start(self, timeout=10.0):
         cmd = [PIER_BIN, "--config", self.config_path] + self.args
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env)
+        preexec = None
+        if self.nofile:
+            import resource
+            n = self.nofile
+
+            def preexec():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env,
+                                     preexec_fn=preexec)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         if self.fixed_port:
@@ -149,6 +158,35 @@ class Pier:
 
     def __exit__(self, *exc):
         self.stop()
+
+    def open_fds(self):
+        return len(os.listdir("/proc/%d/fd" % self.proc.pid))
+
+    def listening_ports(self):
+        """TCP ports pier holds a listening socket on (from /proc/net/tcp{,6})."""
+        pid = self.proc.pid
+        inodes = set()
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        ports = []
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as t:
+                for row in t.readlines()[1:]:
+                    cols = row.split()
+                    if cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
+                        ports.append(int(cols[1].split(":")[1], 16))
+        return sorted(ports)
+
+    def cpu_seconds(self):
+        """User + system CPU time pier has used so far."""
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_kib(self):
         with open("/proc/%d/status" % self.proc.pid) as f:

@@ -1,0 +1,112 @@
+"""Faults injected into the real binary with test/fault/pier_fault.c (LD_PRELOAD).
+
+  a connection's allocation fails   -> that client is closed at once (logged: connection shed);
+                                       the listener keeps accepting, the next clients are answered
+  two port-changing reloads before  -> the port of the first reload is closed (refuses
+  the workers wake up                  connections), the last one answers; nothing leaks
+
+Run:  python3 test/integration/test_faults.py -v
+      (PIER_BIN picks the binary, PIER_FAULT_LIB the library; ctest sets both)
+"""
+import os
+import socket
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import BASE_CONFIG, PIER_BIN, ROOT, Pier  # noqa: E402
+
+FAULT_LIB = os.environ.get("PIER_FAULT_LIB") or os.path.join(ROOT, "build", "default", "test", "libpier_fault.so")
+ASAN = os.path.exists(PIER_BIN) and b"__asan_init" in open(PIER_BIN, "rb").read()
+
+
+def fault_env(**kw):
+    env = {"LD_PRELOAD": FAULT_LIB}
+    if ASAN:  # the shim comes before libasan in the preload order
+        env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
+    env.update({k: str(v) for k, v in kw.items()})
+    return env
+
+
+def one_request(port, timeout=3.0):
+    """GET /prod/health on a new connection, never retried: the status, or what went wrong."""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    except ConnectionRefusedError:
+        return "refused"
+    try:
+        s.sendall(b"GET /prod/health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        return "reset" if not data else data.split(b"\r\n")[0].decode()
+    except socket.timeout:
+        return "hang"
+    finally:
+        s.close()
+    return data.split(b"\r\n")[0].decode() if data else "eof"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Faults(unittest.TestCase):
+    def setUp(self):
+        self.assertTrue(os.path.exists(FAULT_LIB), "fault library not built: " + FAULT_LIB)
+
+    def test_failed_connection_allocation_sheds_one_client_and_keeps_listening(self):
+        # the 3rd connection's calloc fails; on a listener that stopped after it, 3-10 would hang
+        with Pier(BASE_CONFIG, env=fault_env(PIER_FAULT_CALLOC=os.environ.get("PIER_FAULT_CONN_SIZE", "conn"), PIER_FAULT_NTH=3)) as p:
+            results = [one_request(p.port) for _ in range(10)]
+            print("calloc #3 fails: %s" % results)
+            self.assertEqual(results[:2], ["HTTP/1.1 200 OK"] * 2)
+            self.assertIn(results[2], ("reset", "eof"))
+            self.assertEqual(results[3:], ["HTTP/1.1 200 OK"] * 7)
+            shed = p.wait_log(lambda j: j.get("msg") == "connection shed: cannot set it up", 2)
+            self.assertIsNotNone(shed)
+            self.assertEqual(shed["error"], "not enough memory")
+
+    def test_allocation_failures_in_a_row_with_two_workers(self):
+        # SO_REUSEPORT: the kernel keeps sending each worker its share; both must keep accepting
+        with Pier(BASE_CONFIG + "workers: 2\n",
+                  env=fault_env(PIER_FAULT_CALLOC="conn", PIER_FAULT_NTH=2, PIER_FAULT_TIMES=4)) as p:
+            results = [one_request(p.port) for _ in range(30)]
+            ok = results.count("HTTP/1.1 200 OK")
+            print("calloc #2-#5 fail, 2 workers: %d of 30 answered, %s" % (ok, sorted(set(results))))
+            self.assertEqual(ok, 26, results)
+            self.assertEqual(results[-10:], ["HTTP/1.1 200 OK"] * 10)
+            self.assertTrue(all(r in ("HTTP/1.1 200 OK", "reset", "eof") for r in results), results)
+
+    def test_two_fast_port_changing_reloads_leave_no_listener_behind(self):
+        # workers notice a wake-up 400 ms late, so the second reload lands before they took
+        # the first reload's listeners
+        with Pier(BASE_CONFIG + "workers: 2\n", env=fault_env(PIER_FAULT_WAKE_DELAY_MS=400)) as p:
+            first = p.port
+            b, c = free_port(), free_port()
+            while c == b:
+                c = free_port()
+            for n, port in enumerate((b, c)):
+                with open(p.config_path, "w") as f:
+                    f.write(BASE_CONFIG.replace("port: 0", "port: %d" % port))
+                p.signal(__import__("signal").SIGHUP)
+                line = p.wait_log(lambda j: j.get("msg") == "config reloaded" and j.get("port") == port, 5)
+                self.assertIsNotNone(line, "reload %d to port %d not logged" % (n + 1, port))
+            time.sleep(1.2)  # the workers have woken and taken what they were handed
+            got = {"first": one_request(first), "abandoned": one_request(b), "final": one_request(c)}
+            print("ports after two fast reloads: %s" % got)
+            self.assertEqual(got, {"first": "refused", "abandoned": "refused", "final": "HTTP/1.1 200 OK"})
+            # and pier holds no listening socket on the abandoned port (one per worker on c)
+            self.assertEqual(p.listening_ports(), [c, c])
+
+if __name__ == "__main__":
+    unittest.main()
