@@ -13,6 +13,13 @@
 
 enum pier_lifecycle { PIER_RUNNING, PIER_GRACE, PIER_DRAINING };
 
+/* A library pier is built on and its version, as the running process reports it. */
+struct pier_component {
+    const char *name;
+    char version[32];
+};
+#define PIER_COMPONENTS 4 /* libuv, llhttp, cjson, libyaml */
+
 struct pier_app {
     atomic_int lifecycle;   /* enum pier_lifecycle */
     int64_t start_unix_ms;  /* wall clock at start, for process_start_time_seconds */
@@ -22,6 +29,8 @@ struct pier_app {
     pier_counter_t reloads_success;
     pier_counter_t reloads_failure;
     _Atomic int64_t last_reload_success_unix_ms;
+    /* Collected once at start by the server, so handlers need no library headers. */
+    struct pier_component components[PIER_COMPONENTS];
 };
 
 static inline int pier_app_draining(const struct pier_app *app) {

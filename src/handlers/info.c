@@ -4,10 +4,8 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
-#include <llhttp.h>
-#include <uv.h>
-#include <yaml.h>
 
+#include "pier/app.h"
 #include "pier/build_info.h"
 #include "pier/handlers.h"
 #include "pier/router.h"
@@ -26,23 +24,6 @@ static void send_json(struct pier_response *res, int status, cJSON *root) {
     free(text);
 }
 
-struct component {
-    const char *name;
-    char version[32];
-};
-
-static void components(struct component out[4]) {
-    out[0].name = "libuv";
-    snprintf(out[0].version, sizeof out[0].version, "%s", uv_version_string());
-    out[1].name = "llhttp";
-    snprintf(out[1].version, sizeof out[1].version, "%d.%d.%d", LLHTTP_VERSION_MAJOR,
-             LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
-    out[2].name = "cjson";
-    snprintf(out[2].version, sizeof out[2].version, "%s", cJSON_Version());
-    out[3].name = "libyaml";
-    snprintf(out[3].version, sizeof out[3].version, "%s", yaml_get_version_string());
-}
-
 static const char *compiler(void) {
 #if defined(__clang__)
     return "clang " __clang_version__;
@@ -54,8 +35,7 @@ static const char *compiler(void) {
 }
 
 void pier_handle_version(const struct pier_request *req, struct pier_response *res) {
-    struct component c[4];
-    components(c);
+    const struct pier_component *c = req->app->components;
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "service", "pier");
     cJSON_AddStringToObject(root, "version", PIER_VERSION);
@@ -64,17 +44,17 @@ void pier_handle_version(const struct pier_request *req, struct pier_response *r
     cJSON_AddStringToObject(root, "compiler", compiler());
     cJSON_AddStringToObject(root, "environment", req->cfg->environment);
     cJSON *libs = cJSON_AddObjectToObject(root, "libraries");
-    for (int i = 0; i < 4; i++)
-        cJSON_AddStringToObject(libs, c[i].name, c[i].version);
+    for (int i = 0; i < PIER_COMPONENTS; i++)
+        if (c[i].name)
+            cJSON_AddStringToObject(libs, c[i].name, c[i].version);
     send_json(res, 200, root);
 }
 
 void pier_handle_version_component(const struct pier_request *req, struct pier_response *res) {
-    struct component c[4];
-    components(c);
+    const struct pier_component *c = req->app->components;
     struct pier_str want = req->params[0].value;
-    for (int i = 0; i < 4; i++) {
-        if (pier_str_eq(want, c[i].name)) {
+    for (int i = 0; i < PIER_COMPONENTS; i++) {
+        if (c[i].name && pier_str_eq(want, c[i].name)) {
             cJSON *root = cJSON_CreateObject();
             cJSON_AddStringToObject(root, "name", c[i].name);
             cJSON_AddStringToObject(root, "version", c[i].version);
