@@ -31,9 +31,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
-#include <yaml.h>
-
 #include "pier/log.h"
 #include "pier/net.h"
 #include "worker.h"
@@ -219,21 +216,6 @@ static void unix_unlink(struct pier__server *srv) {
         unlink(srv->unix_path);
     close(srv->unix_fd);
     srv->unix_fd = -1;
-}
-
-/* The versions /version reports, read from the libraries themselves (llhttp has only its
- * header's), once, so the handler includes none of their headers. */
-static void collect_components(struct pier_app *app) {
-    struct pier_component *c = app->components;
-    c[0].name = "libuv";
-    snprintf(c[0].version, sizeof c[0].version, "%s", uv_version_string());
-    c[1].name = "llhttp";
-    snprintf(c[1].version, sizeof c[1].version, "%d.%d.%d", LLHTTP_VERSION_MAJOR,
-             LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
-    c[2].name = "cjson";
-    snprintf(c[2].version, sizeof c[2].version, "%s", cJSON_Version());
-    c[3].name = "libyaml";
-    snprintf(c[3].version, sizeof c[3].version, "%s", yaml_get_version_string());
 }
 
 /* ---- descriptor budget ----------------------------------------------------------------- */
@@ -745,7 +727,7 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
     srv.app.start_unix_ms = wall_ms();
     srv.app.start_mono_ns = pier_now_ns();
     srv.app.nworkers = srv.nworkers;
-    collect_components(&srv.app);
+    pier_app_collect_components(&srv.app);
     srv.app.worker_metrics = calloc((size_t)srv.nworkers, sizeof *srv.app.worker_metrics);
     srv.workers = calloc((size_t)srv.nworkers, sizeof *srv.workers);
     srv.unix_fd = -1;

@@ -875,6 +875,9 @@ static void dispatch(struct pier_session *s, struct pier_response *res) {
     }
     req->body.p = rq->body.data ? rq->body.data : "";
     req->body.n = rq->body.len;
+    /* The config now in force: a reload while the body arrived may have retired (and the
+     * server freed) the one the headers were read under. */
+    req->cfg = s->env->cfg;
     pier_routes[rq->route].handler(req, res);
 }
 

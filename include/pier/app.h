@@ -33,6 +33,9 @@ struct pier_app {
     struct pier_component components[PIER_COMPONENTS];
 };
 
+/* Fill app->components from the libraries linked in (once, at start). */
+void pier_app_collect_components(struct pier_app *app);
+
 static inline int pier_app_draining(const struct pier_app *app) {
     return atomic_load_explicit((atomic_int *)&app->lifecycle, memory_order_relaxed) !=
            PIER_RUNNING;

@@ -73,6 +73,7 @@ static void setup(void) {
     app.nworkers = 1;
     app.start_unix_ms = 1700000000000;
     app.start_mono_ns = pier_now_ns();
+    pier_app_collect_components(&app);
 }
 
 static int contains(const char *hay, size_t n, const char *needle) {

@@ -149,6 +149,11 @@ class ReloadMemory(unittest.TestCase):
                     keep.sendall(b"GET /prod/health HTTP/1.1\r\nHost: a\r\n\r\n")
                     Reader(keep).next()
 
+            # a request whose body is still arriving while its config is retired and freed
+            slow = p.connect()
+            body = b'{"during":"reloads"}'
+            slow.sendall(b"POST /prod/echo HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body) + body[:4])
             for _ in range(200):  # warm up: allocator arenas, log buffers
                 p.signal(signal.SIGHUP)
                 time.sleep(0.001)
@@ -164,6 +169,9 @@ class ReloadMemory(unittest.TestCase):
             time.sleep(0.5)
             burst(5)
             after = p.rss_kib()
+            slow.sendall(body[4:])
+            self.assertEqual(Reader(slow).next().status, 200)
+            slow.close()
             m = p.get("/prod/metrics").body.decode()
             done = [ln for ln in m.splitlines() if ln.startswith('pier_config_reloads_total{result="success"}')]
             reloads = int(float(done[0].split()[-1]))

@@ -88,6 +88,7 @@ int main(void) {
     app.worker_metrics = mlist;
     app.nworkers = 1;
     app.start_mono_ns = pier_now_ns();
+    pier_app_collect_components(&app);
     int devnull = open("/dev/null", O_WRONLY);
     pier_log_set_fd(devnull);
     pier_env_init(&env, &cfg, &app, &metrics);
