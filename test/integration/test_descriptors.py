@@ -17,6 +17,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 from harness import BASE_CONFIG, PIER_BIN, Pier  # noqa: E402
 
 INSTRUMENTED = os.environ.get("PIER_TEST_INSTRUMENTED") == "1" or (
@@ -140,4 +141,4 @@ class Descriptors(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -15,6 +15,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 from harness import BASE_CONFIG, PIER_BIN, ROOT, Pier  # noqa: E402
 
 FAULT_LIB = os.environ.get("PIER_FAULT_LIB") or os.path.join(ROOT, "build", "default", "test", "libpier_fault.so")
@@ -109,4 +110,4 @@ class Faults(unittest.TestCase):
             self.assertEqual(p.listening_ports(), [c, c])
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()
