@@ -11,6 +11,7 @@ Run:  python3 test/integration/test_descriptors.py -v      (PIER_BIN picks the b
 """
 import os
 import resource
+import signal
 import socket
 import sys
 import time
@@ -93,6 +94,19 @@ class Descriptors(unittest.TestCase):
             self.assertIsNone(p.proc.poll())
         finally:
             p.stop()
+
+    def test_budget_follows_the_limit_on_reload(self):
+        with Pier(BASE_CONFIG + "workers: 4\n", nofile=1000) as p:
+            first = budget_line(p)
+            self.assertEqual((first["rlimit_nofile"], first["effective"]),
+                             (1000, 1000 - first["reserved"]))
+            resource.prlimit(p.proc.pid, resource.RLIMIT_NOFILE, (600, 600))
+            p.signal(signal.SIGHUP)
+            line = p.wait_log(lambda j: j.get("msg", "").startswith("limits.max_connections exceeds")
+                              and j.get("rlimit_nofile") == 600, 5)
+            self.assertIsNotNone(line, "the reload did not re-derive the budget")
+            self.assertEqual(line["effective"], 600 - first["reserved"])
+            self.assertEqual(p.get("/prod/health").status, 200)
 
     def test_out_of_descriptors_pauses_accepting_without_spinning(self):
         p = Pier(BASE_CONFIG + "workers: 2\ntimeouts:\n  header_ms: 30000\n  idle_ms: 30000\n")

@@ -162,6 +162,30 @@ class Drain(unittest.TestCase):
         finally:
             p.stop()
 
+    def test_second_signal_writes_the_workers_access_lines(self):
+        # the lines each worker batched are flushed by that worker (the control thread used to
+        # flush batches a worker may be appending to: a data race the tsan preset reports)
+        p = Pier(cfg(extra="workers: 2\nshutdown:\n  grace_ms: 10000\n")).start()
+        try:
+            socks = [p.connect() for _ in range(4)]
+            n = 0
+            for _ in range(15):
+                for s in socks:
+                    s.sendall(b"GET /prod/health HTTP/1.1\r\nHost: a\r\n\r\n")
+                    self.assertEqual(Reader(s).next().status, 200)
+                    n += 1
+            p.signal(signal.SIGTERM)
+            p.wait_log(lambda j: j.get("msg", "").startswith("shutting down"), 3)
+            p.signal(signal.SIGINT)
+            self.assertEqual(p.wait_exit(3), 1)
+            p.reader.join(2)
+            lines = [j for j in p.logs() if j.get("msg") == "request" and j.get("path") == "/prod/health"]
+            self.assertEqual(len(lines), n)
+            for s in socks:
+                s.close()
+        finally:
+            p.stop()
+
 
 class Reload(unittest.TestCase):
     def write(self, p, text):
