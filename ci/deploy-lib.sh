@@ -146,3 +146,72 @@ history_successes() {
 history_recent() {
   history_successes "$1" | tac | awk -v n="$2" '!seen[$0]++ { print; if (++k == n) exit }'
 }
+
+# ------------------------------------------------------------------ the watch's figures
+# metrics_snapshot PREFIX PORT...: the traffic one slot has served, summed over its
+# replicas' {prefix}/metrics on 127.0.0.1:PORT: "REQUESTS 5XX LE COUNT LE COUNT ...", the
+# request counter and the latency histogram's cumulative buckets. The health probes and
+# metrics scrapes (routes /health* and /metrics) are not traffic and are left out. A replica
+# that does not answer counts nothing (and makes the line start with "partial").
+# PIER_METRICS_TOKEN_FILE: send its content as the bearer token (metrics.token_file).
+metrics_snapshot() {
+  local prefix=$1 port out="" partial="" auth=()
+  shift
+  if [[ -n ${PIER_METRICS_TOKEN_FILE:-} && -r $PIER_METRICS_TOKEN_FILE ]]; then
+    auth=(-H "Authorization: Bearer $(tr -d '\r\n' <"$PIER_METRICS_TOKEN_FILE")")
+  fi
+  for port in "$@"; do
+    if ! out+=$(curl -fsS --max-time 3 "${auth[@]}" "http://127.0.0.1:$port$prefix/metrics" 2>/dev/null)$'\n'; then
+      partial="partial "
+    fi
+  done
+  printf '%s' "$partial"
+  awk '
+    function route_ok(s) { return s !~ /route="\/health/ && s !~ /route="\/metrics"/ }
+    /^pier_http_requests_total\{/ && route_ok($0) {
+      n += $NF
+      if ($0 ~ /code="5/) e += $NF
+    }
+    /^pier_http_request_duration_seconds_bucket\{/ && route_ok($0) {
+      le = $0; sub(/.*le="/, "", le); sub(/".*/, "", le)
+      if (!(le in b)) les[++k] = le
+      b[le] += $NF
+    }
+    END {
+      printf "%d %d", n, e
+      for (i = 1; i <= k; i++) printf " %s %d", les[i], b[les[i]]
+      printf "\n"
+    }' <<<"$out"
+}
+
+# watch_figures BASE NOW: what the slot served between two snapshots of it:
+# "REQUESTS 5XX RATIO P99_MS", P99 from the histogram like Prometheus' histogram_quantile
+# (linear within the bucket; "-" when there were no requests).
+watch_figures() {
+  awk -v base="${1#partial }" -v now="${2#partial }" '
+    BEGIN {
+      nb = split(base, B, " "); nn = split(now, N, " ")
+      for (i = 3; i < nb; i += 2) old[B[i]] = B[i + 1]
+      n = N[1] - B[1]; e = N[2] - B[2]
+      k = 0
+      for (i = 3; i < nn; i += 2) { le[++k] = N[i]; c[k] = N[i + 1] - old[N[i]] }
+      # buckets in increasing order of their bound (+Inf last)
+      for (i = 2; i <= k; i++) for (j = i; j > 1 && (le[j] == "+Inf" ? 1e300 : le[j]) < (le[j-1] == "+Inf" ? 1e300 : le[j-1]); j--) {
+        t = le[j]; le[j] = le[j-1]; le[j-1] = t; t = c[j]; c[j] = c[j-1]; c[j-1] = t
+      }
+      total = k ? c[k] : 0
+      p99 = "-"
+      if (total > 0) {
+        want = 0.99 * total; prev = 0; prevc = 0
+        for (i = 1; i <= k; i++) {
+          if (c[i] >= want) {
+            if (le[i] == "+Inf") { p99 = prev * 1000; break }
+            p99 = (prev + (le[i] - prev) * (c[i] > prevc ? (want - prevc) / (c[i] - prevc) : 1)) * 1000
+            break
+          }
+          prev = le[i]; prevc = c[i]
+        }
+      }
+      printf "%d %d %.4f %s\n", n, e, (n > 0 ? e / n : 0), (p99 == "-" ? "-" : sprintf("%.1f", p99))
+    }'
+}

@@ -22,8 +22,8 @@
 # alone; a release whose /version is not its tag is refused; nginx is never reloaded or
 # signalled (its master's and workers' PIDs are the same at the end, its log has no signal);
 # the history; image pruning; and a release pulled from a registry on loopback (Debian's
-# docker-registry): ci/deploy.sh pulls it and the history records its digest. Prints a table: scenario, deploy duration, requests / failed
-# per environment and client kind.
+# docker-registry): ci/deploy.sh pulls it and the history records its digest. Prints a
+# table: scenario, deploy duration, requests / failed per environment and client kind.
 #
 #   ci/deploy-test.sh
 #   DEPLOY_TEST_REPO   repository of the test's images (default pier-deploytest-<pid>)
@@ -34,73 +34,16 @@
 # exit 1 if any failed. Removes its containers (by name), images, nginx (by PID), directory.
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-repo=${DEPLOY_TEST_REPO:-pier-deploytest-$$} # per run: tests running at once never share an image
-after_s=${DEPLOY_TEST_AFTER:-2}
-prefix=pier-deploytest-$$
-t_begin=$SECONDS
-
-# shellcheck source=ci/test-lib.sh
-. "$(dirname "${BASH_SOURCE[0]}")/test-lib.sh"
-say() { printf 'deploy-test: %s\n' "$*"; }
-declare -A taken=()
-free_port() { # below 32768: never a port the kernel hands to a client socket meanwhile
-  local p
-  for _ in $(seq 1 500); do
-    p=$((20000 + RANDOM % 12768))
-    if [[ -z ${taken[$p]:-} ]] && port_free "$p"; then
-      taken[$p]=1
-      echo "$p"
-      return 0
-    fi
-  done
-  return 1
-}
-
-for tool in nginx jq curl python3 docker-registry; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    pkg=$tool
-    [[ $tool == nginx ]] && pkg=nginx-light
-    "$root/ci/install-deps.sh" --only "$pkg"
-  fi
-done
-docker info >/dev/null 2>&1 || "$root/ci/start-dockerd.sh"
-
-tmp=$(mktemp -d /tmp/pier-deploy-test.XXXXXX)
-chmod 755 "$tmp"
-names=()
-for e in prod staging; do for s in blue green; do for r in a b; do names+=("$prefix-$e-$s-$r"); done; done; done
-images=()
-nginx_pid=""
-load_pids=()
-registry_pid=""
-cleanup() {
-  for p in "${load_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [[ -z $registry_pid ]] || kill "$registry_pid" 2>/dev/null || true
-  if [[ -n $nginx_pid ]]; then
-    kill "$nginx_pid" 2>/dev/null || true
-    wait "$nginx_pid" 2>/dev/null || true
-  fi
-  for n in "${names[@]}"; do docker rm -f "$n" >/dev/null 2>&1 || true; done
-  for i in "${images[@]}"; do docker rmi "$i" >/dev/null 2>&1 || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+test_name=deploy-test
+# shellcheck source=ci/deploy-test-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/deploy-test-lib.sh"
+export PIER_WATCH_SECONDS=0 # the watch after the switch has its own test (ci/deploy-watch-test.sh)
+command -v docker-registry >/dev/null 2>&1 || "$root/ci/install-deps.sh" --only docker-registry
 
 # ------------------------------------------------------------------ images
 t0=$SECONDS
-for v in v1 v2; do
-  images+=("$repo:$v")
-  tb=$SECONDS
-  if ! IMAGE_REPO=$repo timeout 1200 "$root/ci/image.sh" "$v" >"$tmp/build-$v.log" 2>&1; then
-    tail -n 30 "$tmp/build-$v.log"
-    check "ci/image.sh $v builds $repo:$v" false
-    echo "deploy: $pass passed, $fail failed"
-    exit 1
-  fi
-  say "built $repo:$v with ci/image.sh in $((SECONDS - tb)) s"
-done
+build_release v1
+build_release v2
 images+=("$repo:broken" "$repo:unhealthy" "$repo:exits" "$repo:v3")
 for bad in broken:broken-config unhealthy:unhealthy exits:exits; do
   docker build -q -t "$repo:${bad%%:*}" --build-arg BASE="$repo:v2" \
@@ -113,127 +56,7 @@ done
 docker tag "$repo:v2" "$repo:v3" # a release whose /version does not say what its tag says
 say "images ready after $((SECONDS - t0)) s"
 t_deploys=$SECONDS
-
-# ------------------------------------------------------------------ the "VM"
-nginx_port=$(free_port)
-ports=()
-for _ in 1 2 3 4 5 6 7 8; do ports+=("$(free_port)"); done
-run=$tmp/run
-cp -r "$root/config/nginx" "$tmp/conf"
-sed -i -E "s/^( *listen ).*;/\\1127.0.0.1:$nginx_port;/" "$tmp/conf/pier.conf"
-sed -i "s#unix:/srv/pier/run/#unix:$run/#" "$tmp/conf/upstreams/prod.conf" "$tmp/conf/upstreams/staging.conf"
-SOCKET_DIRS_GROUP=nogroup "$root/ci/socket-dirs.sh" "$run"
-# nginx's workers run as nobody:nogroup (as www-data on the VM): the sockets' group decides.
-nginx -q -t -p "$tmp/" -c "$tmp/conf/nginx.conf" -g 'user nobody nogroup;'
-nginx -p "$tmp/" -c "$tmp/conf/nginx.conf" -g 'daemon off; user nobody nogroup;' \
-  >"$tmp/nginx-access.log" 2>"$tmp/nginx-error.log" &
-nginx_pid=$!
-url=http://127.0.0.1:$nginx_port
-for _ in $(seq 1 50); do
-  curl -s -o /dev/null "$url/" && break
-  sleep 0.1
-done
-nginx_procs() { # the master and its workers, "PID PPID" sorted: the same at the end = no reload
-  local p stat ppid
-  for p in /proc/[0-9]*; do
-    { read -r stat <"$p/stat"; } 2>/dev/null || continue
-    read -r _ ppid _ <<<"${stat##*) }"
-    if [[ ${p#/proc/} == "$nginx_pid" || $ppid == "$nginx_pid" ]]; then echo "${p#/proc/} $ppid"; fi
-  done | sort
-}
-nginx_before=$(nginx_procs)
-
-export PIER_IMAGE=$repo PIER_DEPLOY_DIR=$tmp/state PIER_NAME_PREFIX=$prefix PIER_SOCKET_DIR=$run
-export PIER_NGINX_GROUP=nogroup PIER_HEALTH_TIMEOUT=30 PIER_PULL_TIMEOUT=20
-export PIER_PROD_PORTS="${ports[*]:0:4}" PIER_STAGING_PORTS="${ports[*]:4:4}"
-history=$tmp/state/releases/history.tsv
-say "nginx $nginx_pid on 127.0.0.1:$nginx_port (workers: $(wc -l <<<"$nginx_before") processes with the master); prod ports $PIER_PROD_PORTS, staging $PIER_STAGING_PORTS"
-
-version_of() { # version_of PATH: the "version" of nginx's answer for PATH
-  curl -s --max-time 5 "$url$1" | jq -r '.version // empty' 2>/dev/null || true
-}
-live() { readlink "$run/$1/current" 2>/dev/null || true; }
-live_ids() { # live_ids ENV: IDs of the running containers of the live slot
-  local s
-  s=$(live "$1")
-  [[ -n $s ]] || return 0
-  for r in a b; do docker inspect -f '{{if .State.Running}}{{.Id}}{{end}}' "$prefix-$1-$s-$r" 2>/dev/null || true; done
-}
-last_history() { # last_history ENV: "action tag result" of ENV's newest line
-  awk -F '\t' -v e="$1" '$2 == e { l = $3 " " $4 " " $5 } END { print l }' "$history"
-}
-env_state() { # what must not change when a deploy of ENV fails: link, containers, version
-  echo "$(live "$1") $(live_ids "$1" | tr '\n' ' ') $(version_of "/$1/version")"
-}
-
-# run_deploy NAME CMD...: run CMD (bounded), keep its output, set $rc and $took (seconds).
-run_deploy() {
-  local name=$1 t
-  shift
-  rc=0
-  t=$(now_ms)
-  if declare -F "$1" >/dev/null; then # a function of this script, which bounds itself
-    "$@" >"$tmp/$name.log" 2>&1 || rc=$?
-  else
-    timeout 200 "$@" >"$tmp/$name.log" 2>&1 || rc=$?
-  fi
-  took=$(secs $(($(now_ms) - t)))
-  sed 's/^/    | /' "$tmp/$name.log"
-}
-
-# scenario NAME CMD...: strict clients on /prod and /staging through nginx; CMD starts 1 s in
-# and the load goes on DEPLOY_TEST_AFTER seconds after it ended. Sets $rc, $took and, per
-# environment and client kind, the requests and failures (res[NAME.ENV.KIND.requests|failed]).
-declare -A res dur
-scenarios=()
-scenario() {
-  local name=$1 stop=$tmp/stop-$1 e k
-  shift
-  rm -f "$stop"
-  load_pids=()
-  for e in prod staging; do
-    python3 "$root/test/deploy/load.py" --port "$nginx_port" --prefix "/$e" \
-      --max-seconds 300 --stop-file "$stop" >"$tmp/load-$name-$e.json" &
-    load_pids+=($!)
-  done
-  sleep 1
-  run_deploy "$name" "$@"
-  sleep "$after_s"
-  touch "$stop"
-  for p in "${load_pids[@]}"; do wait "$p" || true; done
-  load_pids=()
-  scenarios+=("$name")
-  dur[$name]=$took
-  for e in prod staging; do
-    local j=$tmp/load-$name-$e.json
-    for k in keepalive newconn post; do
-      res[$name.$e.$k.requests]=$(jq ".$k.requests" "$j")
-      res[$name.$e.$k.failed]=$(jq ".$k.failed" "$j")
-    done
-    say "load $name /$e: $(jq -r '[.keepalive, .newconn, .post] | map("\(.requests) req \(.failed) failed") | "keepalive \(.[0]), newconn \(.[1]), post \(.[2])"' "$j") in $(jq .seconds "$j") s; versions $(jq -c '.keepalive.versions' "$j")"
-    jq -r '[.keepalive, .newconn, .post][] | .first_errors[]' "$j" | sed 's/^/    ! /'
-  done
-}
-failed_of() { # failed_of SCENARIO [KINDS...]: failed requests of both environments
-  local n=0 e k s=$1
-  shift
-  local kinds=("$@")
-  ((${#kinds[@]})) || kinds=(keepalive newconn post)
-  for e in prod staging; do for k in "${kinds[@]}"; do n=$((n + ${res[$s.$e.$k.failed]})); done; done
-  echo "$n"
-}
-requests_of() {
-  local n=0 e k
-  for e in prod staging; do for k in keepalive newconn post; do n=$((n + ${res[$1.$e.$k.requests]})); done; done
-  echo "$n"
-}
-no_failures() { # no_failures SCENARIO: every client of both environments sent, 0 failed
-  local e k
-  for e in prod staging; do for k in keepalive newconn post; do
-    ((${res[$1.$e.$k.requests]} > 0 && ${res[$1.$e.$k.failed]} == 0)) || return 1
-  done; done
-}
-deployed_cleanly() { [[ $rc == 0 ]] && no_failures "$1"; } # the command exited 0, 0 failed
+start_vm
 
 # ------------------------------------------------------------------ first deploys
 say "first deploys: v1 to prod and staging"
@@ -379,6 +202,7 @@ fivexx=$(grep -c '"status":5' "$tmp/nginx-access.log" || true)
 check "nginx's access log ($(wc -l <"$tmp/nginx-access.log") lines) has no 5xx but the POSTs lost at the kill ($fivexx, $kill_posts)" \
   test "$fivexx" -le "$kill_posts"
 
+
 # ------------------------------------------------------------------ a release pulled from a registry
 # What CI does: the image is not on the VM, ci/deploy.sh pulls it, and the history records
 # the digest it was pulled by. The registry is Debian's docker-registry on a loopback port
@@ -390,6 +214,7 @@ printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdir
   "$tmp/registry" "$reg_port" >"$tmp/registry.yml"
 docker-registry serve "$tmp/registry.yml" >"$tmp/registry-server.log" 2>&1 &
 registry_pid=$!
+extra_pids+=("$registry_pid")
 for _ in $(seq 1 50); do
   curl -s -o /dev/null "http://127.0.0.1:$reg_port/v2/" && break
   sleep 0.1
@@ -414,18 +239,9 @@ check "registry: the history records the digest it was pulled by (${got_digest:-
 kill "$registry_pid" 2>/dev/null || true
 wait "$registry_pid" 2>/dev/null || true
 registry_pid=""
+extra_pids=()
 
-echo
-printf '%-11s %8s  %-15s %-15s %-15s %-15s %-15s %-15s\n' scenario deploy_s \
-  "prod keepalive" "prod newconn" "prod post" "stag keepalive" "stag newconn" "stag post"
-for s in "${scenarios[@]}"; do
-  printf '%-11s %8s ' "$s" "${dur[$s]}"
-  for e in prod staging; do for k in keepalive newconn post; do
-    printf ' %-15s' "${res[$s.$e.$k.requests]}/${res[$s.$e.$k.failed]}"
-  done; done
-  echo
-done
-echo "(requests/failed per client kind; deploy_s is the command's wall time, kill-9's is until the replica answers again)"
+print_table ", kill-9's is until the replica answers again"
 say "took $((SECONDS - t_begin)) s: images $((t_deploys - t0)) s, deploy tests $((SECONDS - t_deploys)) s"
 if ((fail > 0)); then
   sed 's/^/  nginx| /' "$tmp/nginx-error.log" | tail -n 20

@@ -3,9 +3,10 @@
 # runs it there over SSH; docs/deploys.md explains it;
 # docs/runbooks.md#runbook-a-failed-production-deploy is the runbook).
 #
-#   ci/deploy.sh ENV TAG
+#   ci/deploy.sh [--no-watch] ENV TAG
 #     ENV  prod (or production) | staging
 #     TAG  the image tag to run: PIER_IMAGE:TAG (CI uses the commit SHA)
+#     --no-watch  skip the watch after the switch (step 5)
 #
 # Each environment has two slots, blue and green; a slot is two pier containers (replicas
 # a and b). nginx reaches the live slot through Unix sockets, PIER_SOCKET_DIR/ENV/current/
@@ -23,11 +24,17 @@
 #      restart policy (unless-stopped): from now on Docker restarts a replica that dies;
 #   4. switches: renames a new `current` link over the old one (one rename(2)); nginx's
 #      next connect() goes to the new slot. nginx is not reloaded, restarted or signalled;
-#   5. stops the old slot's replicas with `docker stop --time` (grace + drain + 5 s): pier
+#   5. watches the new slot for PIER_WATCH_SECONDS (60): every PIER_WATCH_INTERVAL (5) s,
+#      the 5xx ratio and p99 latency of what it served since the switch (its replicas'
+#      /metrics), against thresholds and the old slot's p99; the old slot stays up. Too
+#      many 5xx or too slow: switch back (the same rename), stop the new slot, record
+#      `rolled-back`, exit 3. SIGUSR1 ends the watch early and keeps the release. Not for
+#      a rollback or a first deploy;
+#   6. stops the old slot's replicas with `docker stop --time` (grace + drain + 5 s): pier
 #      answers what still arrives on nginx's cached connections with Connection: close,
 #      leaves idle ones to nginx (upstream keepalive_timeout 4 s), and exits 0 when none
 #      is left;
-#   6. appends the release to the history, prunes this repository's images older than
+#   7. appends the release to the history, prunes this repository's images older than
 #      each environment's current and previous release.
 # When step 1, 2 or 3 fails, the new containers are removed, `current` and the old slot are
 # not touched, `failed` is recorded and the exit status is 1: traffic never reaches them.
@@ -49,7 +56,16 @@
 #   PIER_SLOT_DRAIN_MS    shutdown.drain_ms (default: config/pier/ENV.yaml's, else 10000)
 #   PIER_KEEP_RELEASES    releases per environment whose images are kept (default 2)
 #   PIER_LOCK_TIMEOUT     seconds to wait for another deploy of ENV (default 600)
-# Exit status: 0 deployed; 1 not deployed (the old release keeps serving); 2 bad usage.
+#   PIER_WATCH_SECONDS    the watch's window (default 60; 0: no watch); per environment
+#                         PIER_WATCH_SECONDS_PROD, PIER_WATCH_SECONDS_STAGING
+#   PIER_WATCH_INTERVAL   seconds between two looks at the new slot's metrics (default 5)
+#   PIER_WATCH_MIN_REQUESTS   fewer requests than this: not judged, kept (default 50)
+#   PIER_WATCH_MAX_5XX_RATIO  switch back above this 5xx ratio (default 0.01)
+#   PIER_WATCH_P99_FACTOR, PIER_WATCH_P99_MIN_MS
+#                         switch back when p99 > FACTOR x the old slot's and > MIN_MS (2, 50)
+#   PIER_METRICS_TOKEN_FILE   bearer token for /metrics, when pier requires one
+# Exit status: 0 deployed; 1 not deployed (the old release keeps serving); 2 bad usage;
+# 3 deployed, then switched back by the watch (the old release serves again).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -57,6 +73,12 @@ deploy_prog=deploy
 # shellcheck source=deploy-lib.sh
 . "$root/ci/deploy-lib.sh"
 
+no_watch=0
+args=()
+for a in "$@"; do
+  if [[ $a == --no-watch ]]; then no_watch=1; else args+=("$a"); fi
+done
+set -- "${args[@]}"
 if [[ $# -ne 2 ]]; then
   sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2
   exit 2
@@ -75,6 +97,26 @@ for n in "$health_timeout" "$keep_releases" "$lock_timeout" "${PIER_SLOT_GRACE_M
   [[ $n =~ ^[0-9]+$ ]] || die 2 "'$n' is not a whole number (PIER_* timeouts)"
 done
 [[ $socket_dir == /* ]] || die 2 "PIER_SOCKET_DIR must be an absolute path, got '$socket_dir'"
+
+# The watch after the switch (docs/deploys.md#the-watch-after-the-switch). A rollback is not
+# watched (it goes back to a release that was judged already), nor a first deploy (there is
+# nothing to switch back to).
+env_upper=${env^^}
+watch_var=PIER_WATCH_SECONDS_$env_upper
+watch_s=${!watch_var:-${PIER_WATCH_SECONDS:-60}}
+watch_interval=${PIER_WATCH_INTERVAL:-5}
+watch_min=${PIER_WATCH_MIN_REQUESTS:-50}
+watch_max_5xx=${PIER_WATCH_MAX_5XX_RATIO:-0.01}
+watch_p99_factor=${PIER_WATCH_P99_FACTOR:-2}
+watch_p99_min=${PIER_WATCH_P99_MIN_MS:-50}
+for n in "$watch_s" "$watch_interval" "$watch_min"; do
+  [[ $n =~ ^[0-9]+$ ]] || die 2 "'$n' is not a whole number (PIER_WATCH_SECONDS*, _INTERVAL, _MIN_REQUESTS)"
+done
+for n in "$watch_max_5xx" "$watch_p99_factor" "$watch_p99_min"; do
+  [[ $n =~ ^[0-9]+([.][0-9]+)?$ ]] || die 2 "'$n' is not a number (PIER_WATCH_MAX_5XX_RATIO, _P99_FACTOR, _P99_MIN_MS)"
+done
+((watch_interval > 0)) || watch_interval=1
+if ((no_watch)) || [[ $action == rollback ]]; then watch_s=0; fi
 
 # pier's port and prefix inside the container, and its drain time, from the shipped config.
 cfg=$root/config/pier/$env.yaml
@@ -128,6 +170,15 @@ fail() {
 on_exit() {
   local rc=$?
   trap - EXIT INT TERM
+  if ((rc != 0)) && [[ $phase == watching ]]; then
+    # Something broke during the watch: the old release is the one known to work.
+    if switch_slot "$env" "$old_slot"; then
+      say "switched back: $env_dir/current -> $old_slot"
+      docker kill -s USR2 "${old_name[@]}" >/dev/null 2>&1 || true
+    else
+      say "FAILED to switch $env_dir/current back to $old_slot: do it by hand (docs/runbooks.md)"
+    fi
+  fi
   if ((rc != 0)) && [[ $phase == starting ]]; then
     docker rm -f "${new_name[@]}" >/dev/null 2>&1 || true
     say "removed ${new_name[a]} and ${new_name[b]}; ${old_slot:-nothing} keeps serving${old_tag:+ $old_tag}"
@@ -283,11 +334,131 @@ say "both replicas report version $reported_version, commit $reported_commit; so
 docker update --restart unless-stopped "${cid[@]}" >/dev/null || fail "docker update --restart unless-stopped failed"
 
 # ------------------------------------------------------------------ 4. switch
+old_ports=()
+if [[ -n $old_slot ]]; then
+  for r in "${replicas[@]}"; do old_ports+=("$(slot_port "$env" "$old_slot" "$r")"); done
+fi
+if ((watch_s > 0)) && [[ -z $old_slot ]]; then
+  say "first deploy of $env: no watch (there is no old slot to switch back to)"
+  watch_s=0
+fi
+if ((watch_s > 0)); then
+  # What the old slot served until now (its p99 is the reference), and the new slot's
+  # counters before any traffic (the deploy's own checks are not traffic).
+  old_snap=$(metrics_snapshot "$prefix" "${old_ports[@]}")
+  new_base=$(metrics_snapshot "$prefix" "${new_port[@]}")
+fi
 switch_slot "$env" "$new_slot" || fail "cannot switch $env_dir/current to $new_slot"
 phase=switched
+t_switch=$(now_ms)
 say "switched: $env_dir/current -> $new_slot after $(secs_since "$t_start") s (nginx not reloaded)"
-history_add "$env" "$action" "$tag" success "$new_slot" "$port_list" "$image" \
-  "previous: ${old_tag:-none}${old_slot:+ on $old_slot}; digest: ${digest:-none (not from a registry)}"
+history_msg="previous: ${old_tag:-none}${old_slot:+ on $old_slot}; digest: ${digest:-none (not from a registry)}"
+
+# stop_slot SLOT TAG NAME...: docker stop the slot's replicas (pier drains: answers what
+# arrives on nginx's cached connections with Connection: close, leaves idle ones to nginx),
+# and say how long it took and how each exited.
+stop_slot() {
+  local slot=$1 stag=$2 n names=() t codes="" timeout
+  shift 2
+  for n in "$@"; do docker inspect "$n" >/dev/null 2>&1 && names+=("$n"); done
+  ((${#names[@]} > 0)) || return 0
+  timeout=$(docker inspect -f '{{index .Config.Labels "pier.stop-timeout"}}' "${names[0]}" 2>/dev/null || true)
+  [[ $timeout =~ ^[0-9]+$ ]] || timeout=$stop_timeout
+  t=$(now_ms)
+  docker stop --time "$timeout" "${names[@]}" >/dev/null || say "WARNING: docker stop ${names[*]} failed"
+  for n in "${names[@]}"; do
+    codes+="${codes:+, }$n $(docker inspect -f '{{.State.ExitCode}}' "$n" 2>/dev/null || echo '?')"
+  done
+  say "stopped the $slot slot${stag:+ ($stag)} after $(secs_since "$t") s, exit status: $codes"
+}
+
+# ------------------------------------------------------------------ 4b. the watch
+# The old slot stays up with keep-alive off (SIGUSR1: nginx's cached connections to it finish
+# there, and it can take the traffic back at once). Every PIER_WATCH_INTERVAL seconds: what the new slot served since
+# the switch (both replicas' /metrics, probes and scrapes left out). A 5xx ratio above
+# PIER_WATCH_MAX_5XX_RATIO, or a p99 above PIER_WATCH_P99_FACTOR times the old slot's and
+# above PIER_WATCH_P99_MIN_MS, over at least PIER_WATCH_MIN_REQUESTS requests: switch back
+# (the same rename), stop the new slot, record `rolled-back`, exit 3. SIGUSR1 (or
+# --no-watch before) ends the watch and keeps the release; SIGINT/SIGTERM during the watch
+# switch back.
+verdict=""
+if ((watch_s > 0)); then
+  phase=watching
+  # nginx's cache keys upstream connections by the socket path, which did not change: it
+  # would go on reusing its connections to the old replicas. SIGUSR1 makes them answer with
+  # Connection: close (and keep serving), so each of those connections ends after its next
+  # request and all traffic reaches the new slot within a moment.
+  docker kill -s USR1 "${old_name[@]}" >/dev/null 2>&1 || say "WARNING: could not send SIGUSR1 to the old slot's replicas"
+  old_fig=$(watch_figures "0 0" "$old_snap")
+  read -r old_n _ _ old_p99 <<<"$old_fig"
+  # Too few requests on the old slot to know its p99: the p99 rule cannot compare.
+  ((old_n >= watch_min)) || old_p99=-
+  say "watching $tag for ${watch_s}s (every ${watch_interval}s): switch back if 5xx > $(awk -v r="$watch_max_5xx" 'BEGIN { printf "%g%%", r * 100 }') or p99 > ${watch_p99_factor}x the old slot's (${old_p99} ms) and > ${watch_p99_min} ms, over >= $watch_min requests; end early: kill -USR1 $$"
+  watch_stop=0 watch_abort=0
+  trap 'watch_stop=1' USR1
+  trap 'watch_abort=1' INT TERM
+  deadline_ms=$((t_switch + watch_s * 1000))
+  while :; do
+    sleep "$watch_interval" &
+    wait $! || true
+    now_snap=$(metrics_snapshot "$prefix" "${new_port[@]}")
+    read -r w_n w_e w_ratio w_p99 <<<"$(watch_figures "$new_base" "$now_snap")"
+    elapsed=$(secs_since "$t_switch")
+    pct=$(awk -v r="$w_ratio" 'BEGIN { printf "%.2f%%", r * 100 }')
+    [[ $now_snap == partial* ]] && say "WARNING: a replica of $new_slot did not answer its /metrics"
+    say "watch ${elapsed}/${watch_s} s: $w_n requests, 5xx $pct ($w_e), p99 ${w_p99} ms (old slot ${old_p99} ms)"
+    why=""
+    if ((w_n >= watch_min)); then
+      if awk -v r="$w_ratio" -v m="$watch_max_5xx" 'BEGIN { exit !(r > m) }'; then
+        why="5xx ratio $pct ($w_e of $w_n requests) > $(awk -v m="$watch_max_5xx" 'BEGIN { printf "%g%%", m * 100 }')"
+      elif [[ $w_p99 != - && $old_p99 != - ]] &&
+        awk -v p="$w_p99" -v o="$old_p99" -v f="$watch_p99_factor" -v m="$watch_p99_min" 'BEGIN { exit !(p > f * o && p > m) }'; then
+        why="p99 ${w_p99} ms > ${watch_p99_factor}x the old slot's ${old_p99} ms and > ${watch_p99_min} ms ($w_n requests)"
+      fi
+    fi
+    figures="$w_n requests in ${elapsed} s, 5xx $pct ($w_e), p99 ${w_p99} ms (old slot ${old_p99} ms)"
+    if [[ -n $why ]]; then
+      verdict="rolled back: $why"
+      break
+    fi
+    if ((watch_abort)); then
+      verdict="rolled back: interrupted during the watch ($figures)"
+      break
+    fi
+    if ((watch_stop)); then
+      verdict="kept: the watch was ended early (SIGUSR1) after $figures"
+      break
+    fi
+    if (($(now_ms) >= deadline_ms)); then
+      if ((w_n < watch_min)); then
+        verdict="kept, not judged: only $w_n requests in ${elapsed} s (fewer than $watch_min); 5xx $pct, p99 ${w_p99} ms"
+      else
+        verdict="kept: $figures"
+      fi
+      break
+    fi
+  done
+  trap - USR1
+  trap 'fail "interrupted"' INT TERM
+  if [[ $verdict == "rolled back"* ]]; then
+    switch_slot "$env" "$old_slot" || {
+      say "FAILED to switch $env_dir/current back to $old_slot: do it by hand (docs/runbooks.md)"
+      exit 1
+    }
+    say "switched back: $env_dir/current -> $old_slot after $(secs_since "$t_switch") s (nginx not reloaded)"
+    docker kill -s USR2 "${old_name[@]}" >/dev/null 2>&1 || true # keep-alive on again
+    say "VERDICT: $env $tag $verdict; $old_slot${old_tag:+ ($old_tag)} serves again"
+    history_add "$env" "$action" "$tag" rolled-back "$new_slot" "$port_list" "$image" \
+      "$verdict; $history_msg"
+    recorded=1
+    phase=finished
+    stop_slot "$new_slot" "$tag" "${new_name[@]}"
+    exit 3
+  fi
+  say "VERDICT: $env $tag $verdict"
+  history_msg="$verdict; $history_msg"
+fi
+history_add "$env" "$action" "$tag" success "$new_slot" "$port_list" "$image" "$history_msg"
 recorded=1
 
 # ------------------------------------------------------------------ 5. the old slot
@@ -295,21 +466,7 @@ recorded=1
 # not change, so its cache does not know they moved): pier answers what arrives on them
 # with Connection: close during its grace and drain, and nginx drops idle ones after 4 s.
 if [[ -n $old_slot ]]; then
-  olds=()
-  for r in "${replicas[@]}"; do
-    docker inspect "${old_name[$r]}" >/dev/null 2>&1 && olds+=("${old_name[$r]}")
-  done
-  if ((${#olds[@]} > 0)); then
-    old_timeout=$(docker inspect -f '{{index .Config.Labels "pier.stop-timeout"}}' "${olds[0]}" 2>/dev/null || true)
-    [[ $old_timeout =~ ^[0-9]+$ ]] || old_timeout=$stop_timeout
-    t_stop=$(now_ms)
-    docker stop --time "$old_timeout" "${olds[@]}" >/dev/null || say "WARNING: docker stop ${olds[*]} failed"
-    codes=""
-    for n in "${olds[@]}"; do
-      codes+="${codes:+, }$n $(docker inspect -f '{{.State.ExitCode}}' "$n" 2>/dev/null || echo '?')"
-    done
-    say "stopped the old slot $old_slot${old_tag:+ ($old_tag)} after $(secs_since "$t_stop") s, exit status: $codes"
-  fi
+  stop_slot "old $old_slot" "$old_tag" "${old_name[@]}"
 fi
 
 # ------------------------------------------------------------------ 6. prune

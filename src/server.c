@@ -412,6 +412,8 @@ static void close_control(struct pier__server *srv) {
     uv_close((uv_handle_t *)&srv->sig_term, control_handle_closed);
     uv_close((uv_handle_t *)&srv->sig_int, control_handle_closed);
     uv_close((uv_handle_t *)&srv->sig_hup, control_handle_closed);
+    uv_close((uv_handle_t *)&srv->sig_usr1, control_handle_closed);
+    uv_close((uv_handle_t *)&srv->sig_usr2, control_handle_closed);
     uv_close((uv_handle_t *)&srv->grace_timer, control_handle_closed);
     uv_close((uv_handle_t *)&srv->drain_timer, control_handle_closed);
     uv_close((uv_handle_t *)&srv->worker_done, control_handle_closed);
@@ -702,6 +704,17 @@ out:
     pier_buf_free(&restart);
 }
 
+/* SIGUSR1 / SIGUSR2: stop / resume keep-alive. After a blue/green switch the old process
+ * gets SIGUSR1, so the proxy's cached connections to it close after their next request and
+ * traffic moves to the new one, while this one stays ready to take it back (SIGUSR2). */
+static void on_keepalive_signal(uv_signal_t *h, int signum) {
+    struct pier__server *srv = h->data;
+    int closing = signum == SIGUSR1;
+    atomic_store(&srv->app.close_connections, closing);
+    pier_log_msg(PIER_LOG_INFO, closing ? "keep-alive off: every answer says Connection: close"
+                                        : "keep-alive on again");
+}
+
 static void on_hup(uv_signal_t *h, int signum) {
     (void)signum;
     reload(h->data);
@@ -761,14 +774,19 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
     uv_signal_init(srv.loop, &srv.sig_term);
     uv_signal_init(srv.loop, &srv.sig_int);
     uv_signal_init(srv.loop, &srv.sig_hup);
+    uv_signal_init(srv.loop, &srv.sig_usr1);
+    uv_signal_init(srv.loop, &srv.sig_usr2);
     uv_timer_init(srv.loop, &srv.grace_timer);
     uv_timer_init(srv.loop, &srv.drain_timer);
     uv_async_init(srv.loop, &srv.worker_done, on_worker_done);
     srv.sig_term.data = srv.sig_int.data = srv.sig_hup.data = &srv;
+    srv.sig_usr1.data = srv.sig_usr2.data = &srv;
     srv.grace_timer.data = srv.drain_timer.data = srv.worker_done.data = &srv;
     uv_signal_start(&srv.sig_term, on_stop_signal, SIGTERM);
     uv_signal_start(&srv.sig_int, on_stop_signal, SIGINT);
     uv_signal_start(&srv.sig_hup, on_hup, SIGHUP);
+    uv_signal_start(&srv.sig_usr1, on_keepalive_signal, SIGUSR1);
+    uv_signal_start(&srv.sig_usr2, on_keepalive_signal, SIGUSR2);
 
     for (int i = 0; i < srv.nworkers; i++) {
         int wrc = worker_init(&srv, &srv.workers[i], i, fds[i]);

@@ -895,7 +895,8 @@ static int on_message_complete(llhttp_t *p) {
         dispatch(s, &res);
         int closing =
             (s->flags & PIER_S_CLOSE) || !llhttp_should_keep_alive(p) || p->upgrade ||
-            atomic_load_explicit(&env->app->lifecycle, memory_order_relaxed) == PIER_DRAINING;
+            atomic_load_explicit(&env->app->lifecycle, memory_order_relaxed) == PIER_DRAINING ||
+            atomic_load_explicit(&env->app->close_connections, memory_order_relaxed);
         emit(s, &res, closing, s->rq->req.method == HTTP_HEAD);
         if (closing) {
             s->flags |= PIER_S_CLOSE;

@@ -94,7 +94,7 @@ struct pier__worker {
 
 struct pier__server {
     uv_loop_t *loop; /* the control loop (main thread) */
-    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_signal_t sig_term, sig_int, sig_hup, sig_usr1, sig_usr2;
     uv_timer_t grace_timer, drain_timer;
     uv_async_t worker_done;
     struct pier_app app;

@@ -31,6 +31,9 @@ struct pier_app {
     _Atomic int64_t last_reload_success_unix_ms;
     /* Collected once at start by the server, so handlers need no library headers. */
     struct pier_component components[PIER_COMPONENTS];
+    /* SIGUSR1 sets it, SIGUSR2 clears it: answer every request with Connection: close, so
+     * a proxy stops reusing its connections to this process, which keeps serving. */
+    atomic_int close_connections;
 };
 
 /* Fill app->components from the libraries linked in (once, at start). */

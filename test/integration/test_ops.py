@@ -187,6 +187,45 @@ class Drain(unittest.TestCase):
             p.stop()
 
 
+class KeepAliveSignals(unittest.TestCase):
+    def test_usr1_stops_keepalive_and_usr2_resumes_it(self):
+        # What the blue/green deploy sends the old slot after a switch: the proxy's cached
+        # connections close after their next answer, and the process keeps serving.
+        p = Pier(cfg()).start()
+        try:
+            s = p.connect()
+            rd = Reader(s)
+            s.sendall(build_request("GET", "/prod/health"))
+            r = rd.next()
+            self.assertNotEqual(r.headers.get("connection"), "close")
+            p.signal(signal.SIGUSR1)
+            self.assertIsNotNone(p.wait_log(lambda j: j.get("msg", "").startswith("keep-alive off"), 3))
+            s.sendall(build_request("GET", "/prod/health"))
+            r = rd.next()
+            self.assertEqual((r.status, r.headers.get("connection")), (200, "close"))
+            self.assertTrue(closed_by_peer(s, 3))
+            s.close()
+            s = p.connect()  # still listening; new connections are answered and closed too
+            s.sendall(build_request("GET", "/prod/version"))
+            r = Reader(s).next()
+            self.assertEqual((r.status, r.headers.get("connection")), (200, "close"))
+            s.close()
+            p.signal(signal.SIGUSR2)
+            self.assertIsNotNone(p.wait_log(lambda j: j.get("msg", "") == "keep-alive on again", 3))
+            s = p.connect()
+            rd = Reader(s)
+            for _ in range(3):
+                s.sendall(build_request("GET", "/prod/health"))
+                r = rd.next()
+                self.assertEqual(r.status, 200)
+                self.assertNotEqual(r.headers.get("connection"), "close")
+            s.close()
+            self.assertEqual(p.get("/prod/health").status, 200)
+            self.assertIsNone(p.proc.poll())
+        finally:
+            p.stop()
+
+
 class Reload(unittest.TestCase):
     def write(self, p, text):
         with open(p.config_path, "w") as f:
