@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Roll an environment back: redeploy its previous successful release (from the VM's release
 # history), or TAG, through ci/deploy.sh: the same health wait, version check, switch
-# and drain as a deploy, recorded in the history as action `rollback`.
+# and drain as a deploy, recorded in the history as action `rollback`. It is not watched
+# after the switch (it returns to a release that was judged already): seconds, not a minute.
 #
 #   ci/rollback.sh ENV [TAG]
 #     ENV  prod (or production) | staging
