@@ -20,7 +20,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 
 CHECKS=(shellcheck clang-format cppcheck yamllint dockerfile actionlint action-pins json protection cloud-init
-  links ci-scripts)
+  links ci-scripts deploy-rehearsal)
 SKIP=77 # a check's exit status when it has nothing to look at
 LOG_DIR=${LINT_LOG_DIR:-build/lint}
 SHOW=${LINT_SHOW:-60}
@@ -85,6 +85,7 @@ preinstall() {
     [cloud-init]="cloud-init:cloud-init yamllint:yamllint shellcheck:shellcheck"
     [links]="python3:python3"
     [ci-scripts]="curl:curl ssh-keygen:openssh-client git:git python3:python3"
+    [deploy-rehearsal]="yamllint:yamllint"
   )
   for name in "$@"; do
     for pair in ${tools[$name]:-}; do
@@ -340,6 +341,14 @@ check_links() {
 check_ci-scripts() {
   need curl curl && need ssh-keygen openssh-client && need git git && need python3 python3 || return 1
   ci/lint/selftest.sh
+}
+
+# ci/vm-rehearsal.sh runs deploy.yml's deploy steps as written: it must give a value to
+# every variable those steps read, and to no other.
+check_deploy-rehearsal() {
+  python_with_yaml || return 1
+  echo "checks.py deploy-rehearsal .github/workflows/deploy.yml ci/vm-rehearsal.sh"
+  "$PY" ci/lint/checks.py deploy-rehearsal .github/workflows/deploy.yml ci/vm-rehearsal.sh
 }
 
 # --- driver ------------------------------------------------------------------------------

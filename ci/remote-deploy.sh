@@ -20,6 +20,14 @@
 #                       when set, the VM logs in to PIER_IMAGE's registry for this deploy
 #                       only (a throwaway DOCKER_CONFIG, removed afterwards); the token
 #                       travels on SSH's stdin, never on a command line
+#   PIER_METRICS_TOKEN  when set, the bearer token /metrics requires in ENV: it travels on
+#                       SSH's stdin to `sudo pier-secret ENV metrics-token` on the VM, which
+#                       stores it root-owned for the containers and Prometheus (cloud-init)
+#
+# Before ci/deploy.sh, `sudo pier-host-setup DEPLOY_DIR/src/ENV` (from config/cloud-init.yaml)
+# applies the shipped nginx and Prometheus config: checked first (nginx -t, promtool), the
+# service reloaded only when it changed; a rejected config stops the deploy. VMs without
+# pier-host-setup (set up by an older cloud-init.yaml) skip this step.
 #
 # The host key is checked strictly against DEPLOY_KNOWN_HOSTS alone (StrictHostKeyChecking=yes,
 # no global or user known_hosts): an unknown or changed key stops the deploy. The key and
@@ -127,6 +135,13 @@ script=$(
       "$REGISTRY_TOKEN" "$registry" "$REGISTRY_USER"
     printf 'echo "remote-deploy: logged in to %s for this deploy" >&2\n' "$registry"
   fi
+  if [[ -n ${PIER_METRICS_TOKEN:-} ]]; then
+    # printf is a bash builtin on the VM: the token is in no process's arguments.
+    printf 'printf %%s %q | sudo -n /usr/local/sbin/pier-secret %q metrics-token\n' \
+      "$PIER_METRICS_TOKEN" "$env"
+  fi
+  printf 'if [ -x /usr/local/sbin/pier-host-setup ]; then sudo -n /usr/local/sbin/pier-host-setup %q; fi\n' \
+    "$remote_src"
   # shellcheck disable=SC2016 # expanded on the VM
   printf 'echo "remote-deploy: $(hostname): ci/deploy.sh %s %s" >&2\n' "$env" "$tag"
   printf 'ci/deploy.sh %q %q </dev/null\n' "$env" "$tag"

@@ -13,6 +13,12 @@
                                             (content starting with #!) to DIR, for shellcheck;
                                             prints one `extracted-file<TAB>where` line each
 
+    checks.py deploy-rehearsal WORKFLOW SCRIPT
+                                            the variables of the deploy job's steps that
+                                            ci/vm-rehearsal.sh runs (ci/remote-deploy.sh,
+                                            ci/public-smoke.sh) are exactly the ones the
+                                            script gives values for (its VALUES block)
+
 Each finding is printed as `FILE:LINE: message`; the exit status is 1 when there is any.
 """
 
@@ -110,6 +116,41 @@ def extract_cloud_init_scripts(path, outdir):
     return []
 
 
+def check_deploy_rehearsal(workflow, script):
+    findings = []
+    with open(workflow, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    steps = {s.get("name"): s for s in doc.get("jobs", {}).get("deploy", {}).get("steps", [])}
+    wanted = {}
+    for name in ("ci/remote-deploy.sh", "ci/public-smoke.sh"):
+        if name not in steps:
+            findings.append(f"{workflow}:1: the deploy job has no step named {name!r}, which {script} runs")
+            continue
+        for var in steps[name].get("env", {}):
+            wanted.setdefault(var, name)
+    with open(script, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    given, inside, begin = {}, False, 0
+    for lineno, line in enumerate(lines, 1):
+        if "VALUES-BEGIN" in line:
+            inside, begin = True, lineno
+        elif "VALUES-END" in line:
+            inside = False
+        elif inside:
+            m = re.match(r"^\s*\[([A-Z_][A-Z0-9_]*)\]=", line)
+            if m:
+                given[m.group(1)] = lineno
+    if not begin:
+        findings.append(f"{script}:1: no VALUES-BEGIN/VALUES-END block")
+    for var, step in sorted(wanted.items()):
+        if var not in given:
+            findings.append(f"{script}:{begin}: {workflow} step {step!r} reads {var}, which the rehearsal does not give")
+    for var, lineno in sorted(given.items()):
+        if var not in wanted:
+            findings.append(f"{script}:{lineno}: {var} is given, but no rehearsed step of {workflow} reads it")
+    return findings
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -119,6 +160,8 @@ def main(argv):
         findings = check_pins(args)
     elif cmd == "required-checks" and len(args) >= 2:
         findings = check_required_checks(args[0], args[1:])
+    elif cmd == "deploy-rehearsal" and len(args) == 2:
+        findings = check_deploy_rehearsal(*args)
     elif cmd == "cloud-init-keys" and len(args) == 1:
         findings = check_cloud_init_keys(args[0])
     elif cmd == "cloud-init-scripts" and len(args) == 2:

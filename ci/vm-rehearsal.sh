@@ -1,0 +1,516 @@
+#!/usr/bin/env bash
+# The public VM, rehearsed end to end on this machine with real parts (issue 13):
+#
+#   VM       a container running systemd as PID 1 (docker/vm/vm.Dockerfile), provisioned only
+#            by config/cloud-init.yaml through cloud-init's NoCloud seed: its placeholders
+#            filled in as an operator would (deploy key, domain, ACME server, alert webhook),
+#            plus a second user-data part that trusts the rehearsal's CA (a real VM trusts
+#            Let's Encrypt's and ghcr.io's already).
+#   outside  one container (docker/vm/outside.Dockerfile) on the same Docker network: pebble
+#            (Let's Encrypt's test ACME server; validates HTTP-01 against the VM over the
+#            network), a registry answering as ghcr.io (TLS, htpasswd), the Alertmanager
+#            webhook receiver, and the runner: a non-root user with passwordless sudo.
+#   deploy   the runner runs deploy.yml's `ci/remote-deploy.sh` step exactly as written (its
+#            `run:` line, every variable of its `env:`), over SSH with strict host-key
+#            checking against the VM's key read from its console; then `ci/public-smoke.sh`.
+#
+# Then it checks, from outside: HTTPS with pebble's certificate (curl --cacert), the HTTP to
+# HTTPS redirect (but not for ACME challenges), HSTS, testssl.sh (no HIGH or CRITICAL), open
+# ports (nmap: 22, 80, 443 only), /metrics 404 while Prometheus scrapes it with the token,
+# /echo's body bound and rate limit; on the VM: the secret in no image layer, `docker
+# inspect`, `ps`, log or journal; nginx config shipped with a deploy (a broken one refused,
+# an unchanged one not reloaded); PierDown delivered to the receiver when prod stops and
+# resolved after a deploy; certificate renewal with the reload hook; idle CPU of the health
+# checks. Prints each step's time, PASS/FAIL per check, last "vm-rehearsal: N passed, M failed".
+#
+#   VM_REHEARSAL_KEEP=1   leave the containers running at the end (to look around; remove
+#                         them with: docker rm -f $(docker ps -aq --filter name=pier-vm-PID-))
+# Images: pier-vm-host:<hash> and pier-vm-outside:<hash> (built when missing, ~5 min; their
+# hash covers their Dockerfiles and the package list), pier-vm-build:<commit> (ci/image.sh).
+# Containers, network and volume are named pier-vm-<pid>-*; all removed on exit.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+# shellcheck source=ci/test-lib.sh
+. "$root/ci/test-lib.sh"
+say() { printf 'vm-rehearsal: %s\n' "$*"; }
+t_begin=$(now_ms)
+t_step=$t_begin
+step() { # step NAME: the time the previous step took, and the new step's name
+  local t
+  t=$(now_ms)
+  say "--- ($(secs $((t - t_step))) s) $*"
+  t_step=$t
+}
+
+name=pier-vm-$$
+net=$name-net
+vm=$name-host
+out=$name-outside
+vol=$name-docker
+domain=pier.test
+repo_path=pier-service/pier # GITHUB_REPOSITORY
+keep=${VM_REHEARSAL_KEEP:-0}
+tmp=$(mktemp -d /tmp/pier-vm-rehearsal.XXXXXX)
+cleanup() {
+  local rc=$?
+  if [[ $keep == 1 ]]; then
+    say "kept: containers $vm $out, network $net, volume $vol, files $tmp"
+    return "$rc"
+  fi
+  docker rm -f "$vm" "$out" >/dev/null 2>&1 || true
+  docker network rm "$net" >/dev/null 2>&1 || true
+  docker image ls pier-vm-build --format '{{.Repository}}:{{.Tag}}' | xargs -r docker rmi >/dev/null 2>&1 || true
+  docker volume rm "$vol" >/dev/null 2>&1 || true
+  rm -rf "$tmp"
+  return "$rc"
+}
+trap cleanup EXIT
+
+on_vm() { docker exec "$vm" "$@"; }
+outside() { docker exec "$out" "$@"; }
+as_runner() { docker exec -u runner -w /home/runner/pier "$out" "$@"; }
+
+# ------------------------------------------------------------------ 0. prerequisites
+step "prerequisites"
+for tool in docker openssl jq python3 git ssh-keygen; do
+  command -v "$tool" >/dev/null || {
+    say "$tool is missing (the deps stage of .ci/run installs it)"
+    exit 1
+  }
+done
+python3 -c 'import yaml' 2>/dev/null || {
+  say "python3-yaml is missing"
+  exit 1
+}
+"$root/ci/start-dockerd.sh" >/dev/null
+base=${BASE_IMAGE:-debian:bookworm-slim}
+docker image inspect "$base" >/dev/null 2>&1 || BASE_IMAGE=$base "$root/ci/base-image.sh"
+
+# ------------------------------------------------------------------ 1. images
+step "images"
+packages=$(python3 -c 'import sys, yaml; print(" ".join(yaml.safe_load(open(sys.argv[1]))["packages"]))' config/cloud-init.yaml)
+image_hash() { # image_hash DOCKERFILE EXTRA: tag from the Dockerfile, the files it copies, EXTRA
+  { cat docker/vm/*; printf '%s %s\n' "$2" "$(docker image inspect -f '{{.Id}}' "$base")"; } |
+    sha256sum | cut -c1-12
+}
+host_image=pier-vm-host:$(image_hash docker/vm/vm.Dockerfile "$packages")
+out_image=pier-vm-outside:$(image_hash docker/vm/outside.Dockerfile "")
+build_image() { # build_image TAG DOCKERFILE [ARGS]
+  local tag=$1 file=$2 t0
+  shift 2
+  if docker image inspect "$tag" >/dev/null 2>&1; then
+    say "$tag is here"
+    return 0
+  fi
+  t0=$(now_ms)
+  docker build -q -f "$file" --build-arg BASE_IMAGE="$base" "$@" -t "$tag" docker/vm >"$tmp/build.log" 2>&1 || {
+    tail -n 40 "$tmp/build.log"
+    say "building $tag failed"
+    return 1
+  }
+  say "built $tag in $(secs $(($(now_ms) - t0))) s ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1 / 1e6}'))"
+  # Older builds of the same image are not needed any more.
+  docker image ls "${tag%%:*}" --format '{{.Repository}}:{{.Tag}}' | grep -vxF "$tag" | xargs -r docker rmi >/dev/null 2>&1 || true
+}
+build_image "$host_image" docker/vm/vm.Dockerfile --build-arg PACKAGES="$packages"
+build_image "$out_image" docker/vm/outside.Dockerfile
+# The workflow's build job: ci/image.sh tags the image with the commit SHA.
+sha=$(git rev-parse HEAD)
+if [[ -n $(git status --porcelain --untracked-files=no) ]]; then
+  say "the work tree has uncommitted changes: the image would report <sha>-dirty, which no deploy accepts; commit first"
+  exit 1
+fi
+IMAGE_REPO=pier-vm-build TAGS="$sha" "$root/ci/image.sh" >"$tmp/image.log" 2>&1 || {
+  tail -n 40 "$tmp/image.log"
+  exit 1
+}
+say "pier image pier-vm-build:$sha ($(grep -o 'built in [0-9]*s' "$tmp/image.log" || echo cached))"
+
+# ------------------------------------------------------------------ 2. the outside world
+step "outside: CA, pebble, registry (ghcr.io), webhook receiver, runner"
+mkdir -p "$tmp/outside" "$tmp/seed/var/lib/cloud/seed/nocloud" "$tmp/runner"
+ossl() { openssl "$@" >/dev/null 2>&1; }
+ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=pier rehearsal CA" \
+  -keyout "$tmp/ca.key" -out "$tmp/outside/ca.crt"
+for host in pebble ghcr.io; do
+  ossl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$host" \
+    -keyout "$tmp/outside/$host.key" -out "$tmp/$host.csr"
+  printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n' "$host" >"$tmp/$host.ext"
+  ossl x509 -req -in "$tmp/$host.csr" -CA "$tmp/outside/ca.crt" -CAkey "$tmp/ca.key" -CAcreateserial \
+    -days 2 -extfile "$tmp/$host.ext" -out "$tmp/outside/$host.crt"
+done
+chmod 0644 "$tmp/outside"/*
+# pebble embeds an OCSP responder address in its certificates, as Let's Encrypt's carried
+# one (nothing answers there: nginx does not staple); see README.md#https-and-certificates.
+cat >"$tmp/outside/pebble.json" <<'JSON'
+{"pebble": {"listenAddress": "0.0.0.0:14000", "managementListenAddress": "0.0.0.0:15000",
+  "certificate": "/etc/rehearsal/pebble.crt", "privateKey": "/etc/rehearsal/pebble.key",
+  "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "http://pebble:4002",
+  "externalAccountBindingRequired": false}}
+JSON
+cat >"$tmp/outside/registry.yml" <<'YAML'
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: /var/lib/docker-registry}}
+http:
+  addr: :443
+  tls: {certificate: /etc/rehearsal/ghcr.io.crt, key: /etc/rehearsal/ghcr.io.key}
+auth:
+  htpasswd: {realm: rehearsal, path: /etc/rehearsal/htpasswd}
+YAML
+registry_user=pier-bot
+registry_token=$(openssl rand -hex 20)
+docker run --rm --entrypoint htpasswd "$out_image" -Bbn "$registry_user" "$registry_token" >"$tmp/outside/htpasswd"
+docker network create "$net" >/dev/null
+docker run -d --name "$out" --hostname outside --network "$net" \
+  --network-alias pebble --network-alias ghcr.io --network-alias receiver \
+  -p 127.0.0.1::443 -v "$tmp/outside:/etc/rehearsal:ro" "$out_image" >/dev/null
+registry_port=$(docker port "$out" 443/tcp | head -n 1 | sed 's/.*://')
+for _ in $(seq 1 100); do
+  outside curl -fsS -o /dev/null --cacert /etc/rehearsal/ca.crt https://pebble:14000/dir 2>/dev/null &&
+    outside curl -sS -o /dev/null --cacert /etc/rehearsal/ca.crt https://ghcr.io/v2/ 2>/dev/null && break
+  sleep 0.1
+done
+check "pebble answers on https://pebble:14000/dir" outside curl -fsS -o /dev/null --cacert /etc/rehearsal/ca.crt https://pebble:14000/dir
+# The workflow's build job pushes the image to ghcr.io: here through the registry's published
+# port (127.0.0.1 registries may have any certificate), pulled on the VM as ghcr.io/...
+push_ref=127.0.0.1:$registry_port/$repo_path:$sha
+export DOCKER_CONFIG=$tmp/docker-config
+mkdir -p "$DOCKER_CONFIG"
+printf '%s' "$registry_token" | docker login "127.0.0.1:$registry_port" -u "$registry_user" --password-stdin >/dev/null 2>&1
+docker tag "pier-vm-build:$sha" "$push_ref"
+check "the build job pushes $repo_path:$sha to the registry" bash -c "docker push -q '$push_ref' >/dev/null"
+docker rmi "$push_ref" >/dev/null
+unset DOCKER_CONFIG
+
+# ------------------------------------------------------------------ 3. the VM: first boot
+step "VM: NoCloud seed from config/cloud-init.yaml, boot, cloud-init"
+ssh-keygen -q -t ed25519 -N '' -C deploy@pier-ci -f "$tmp/deploy_key"
+deploy_pub=$(cut -d' ' -f1-2 "$tmp/deploy_key.pub")
+# The placeholders an operator fills in, and nothing else.
+python3 - config/cloud-init.yaml "$tmp/pier.yaml" "$deploy_pub" "$domain" <<'PY'
+import sys
+src, dst, key, domain = sys.argv[1:]
+text = open(src).read()
+for old, new in [
+    ("ssh-ed25519 REPLACE-ME-deploy-public-key", key),
+    ("PIER_DOMAIN=REPLACE-ME-domain", "PIER_DOMAIN=" + domain),
+    ("ACME_SERVER=https://acme-v02.api.letsencrypt.org/directory", "ACME_SERVER=https://pebble:14000/dir"),
+    ("PIER_ALERT_WEBHOOK_URL=\n", "PIER_ALERT_WEBHOOK_URL=http://receiver:9099/\n"),
+]:
+    if text.count(old) != 1:
+        sys.exit("config/cloud-init.yaml: expected one %r" % old)
+    text = text.replace(old, new)
+open(dst, "w").write(text)
+PY
+python3 - "$tmp/pier.yaml" "$tmp/outside/ca.crt" "$tmp/seed/var/lib/cloud/seed/nocloud/user-data" <<'PY'
+import sys
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+main, ca, dst = sys.argv[1:]
+pem = open(ca).read()
+trust = "#cloud-config\n# rehearsal only: the CA of pebble's API and of the registry\nca_certs:\n  trusted:\n    - |\n" + \
+    "".join("      " + l + "\n" for l in pem.strip().splitlines())
+msg = MIMEMultipart()
+for text in (open(main).read(), trust):
+    msg.attach(MIMEText(text, "cloud-config"))
+open(dst, "w").write(msg.as_string())
+PY
+printf 'instance-id: %s\nlocal-hostname: pier-vm\n' "$name" >"$tmp/seed/var/lib/cloud/seed/nocloud/meta-data"
+docker volume create "$vol" >/dev/null
+docker create --name "$vm" --hostname pier-vm --network "$net" --network-alias "$domain" \
+  --cap-add ALL --cap-drop SYS_RESOURCE --security-opt seccomp=unconfined \
+  --security-opt apparmor=unconfined --security-opt systempaths=unconfined \
+  --device-cgroup-rule 'a *:* rwm' --cgroupns=private --tmpfs /run --tmpfs /run/lock \
+  -v "$vol:/var/lib/docker" "$host_image" >/dev/null
+tar -C "$tmp/seed" -cf - var | docker cp - "$vm:/"
+t_boot=$(now_ms)
+docker start "$vm" >/dev/null
+status=$(timeout 600 docker exec "$vm" cloud-init status --wait 2>&1 | tail -n 1) || true
+boot_s=$(secs $(($(now_ms) - t_boot)))
+say "cloud-init: $status after $boot_s s"
+if [[ $status != *done* ]]; then
+  on_vm sh -c 'cloud-init status --long; grep -iE "error|fail|warn" /var/log/cloud-init.log | tail -n 30; tail -n 60 /var/log/cloud-init-output.log' || true
+fi
+check "VM start -> cloud-init done: $boot_s s ($status)" test "${status##* }" = "done"
+on_vm sh -c 'grep "pier-host-setup" /var/log/cloud-init-output.log' | sed 's/^/  vm| /' || true
+check "the VM has a certificate for $domain from pebble (at first boot)" on_vm test -s /etc/letsencrypt/live/pier/fullchain.pem
+for svc in docker nginx ssh prometheus prometheus-alertmanager certbot.timer; do
+  check "VM: $svc is active" on_vm systemctl is-active -q "$svc"
+done
+check "VM: ufw is active" bash -c "docker exec $vm ufw status | grep -q 'Status: active'"
+
+# ------------------------------------------------------------------ 4. the runner
+step "runner: deploy.yml's deploy step, prod and staging"
+host_key=$(on_vm cat /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f1-2)
+git ls-files -z | tar --null -T - -cf - | docker exec -i -u runner -w /home/runner "$out" sh -c 'mkdir -p pier && tar -x -C pier -f -' 
+# The runner trusts what a GitHub runner trusts: here the rehearsal's CA (pebble's API) and
+# pebble's issuing root (what ISRG Root X1 is for Let's Encrypt), for ci/public-smoke.sh.
+outside sh -c 'cp /etc/rehearsal/ca.crt /usr/local/share/ca-certificates/rehearsal.crt &&
+  curl -fsS https://pebble:15000/roots/0 >/tmp/pebble-root.pem 2>/dev/null ||
+  curl -fsS --cacert /etc/rehearsal/ca.crt https://pebble:15000/roots/0 >/tmp/pebble-root.pem
+  cp /tmp/pebble-root.pem /usr/local/share/ca-certificates/pebble-root.crt && update-ca-certificates >/dev/null 2>&1'
+metrics_prod=$(openssl rand -hex 24)
+metrics_staging=$(openssl rand -hex 24)
+printf '%s\n' "$metrics_prod" "$metrics_staging" >"$tmp/secrets"
+# What GitHub fills in for the step's env (by variable name; ci/lint.sh checks that every
+# variable of the step is here). ENVIRONMENT and TAG are the job's env, GITHUB_* GitHub's.
+# VALUES-BEGIN
+declare -A values=(
+  [DEPLOY_HOST]=$domain
+  [DEPLOY_USER]=deploy
+  [DEPLOY_SSH_KEY]=$(cat "$tmp/deploy_key")
+  [DEPLOY_KNOWN_HOSTS]="$domain $host_key"
+  [DEPLOY_PORT]=22
+  [REGISTRY_USER]=$registry_user
+  [REGISTRY_TOKEN]=$registry_token
+  [PIER_METRICS_TOKEN]=""
+  [PUBLIC_URL]=https://$domain
+  [PREFIX]=""
+)
+# VALUES-END
+python3 - .github/workflows/deploy.yml >"$tmp/steps.json" <<'PY'
+import json, sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+steps = {s.get("name"): s for s in doc["jobs"]["deploy"]["steps"]}
+print(json.dumps({n: {"env": sorted(steps[n].get("env", {})), "run": steps[n]["run"]}
+                  for n in ("ci/remote-deploy.sh", "ci/public-smoke.sh")}))
+PY
+run_step() { # run_step STEP ENVIRONMENT: deploy.yml's step, as the runner, its output in $tmp/<env>-<n>.log
+  local stepname=$1 environment=$2 k envfile=$tmp/runner/env
+  {
+    printf 'export GITHUB_REPOSITORY=%q GITHUB_ACTOR=%q GITHUB_SHA=%q ENVIRONMENT=%q TAG=%q\n' \
+      "$repo_path" "$registry_user" "$sha" "$environment" "$sha"
+    while read -r k; do
+      [[ -n ${values[$k]+set} ]] || {
+        echo "no value for $k" >&2
+        return 1
+      }
+      case $k in
+        PIER_METRICS_TOKEN) [[ $environment == production ]] && v=$metrics_prod || v=$metrics_staging ;;
+        PREFIX) [[ $environment == production ]] && v=/prod || v=/staging ;;
+        *) v=${values[$k]} ;;
+      esac
+      printf 'export %s=%q\n' "$k" "$v"
+    done < <(jq -r --arg s "$stepname" '.[$s].env[]' "$tmp/steps.json")
+  } >"$envfile"
+  docker cp "$envfile" "$out:/home/runner/step.env"
+  outside chown runner /home/runner/step.env
+  outside chmod 0600 /home/runner/step.env
+  jq -r --arg s "$stepname" '.[$s].run' "$tmp/steps.json" >"$tmp/runner/run.sh"
+  docker cp "$tmp/runner/run.sh" "$out:/home/runner/step.sh"
+  # GitHub runs a step's `run:` with bash -e {0}.
+  as_runner bash -c '. /home/runner/step.env && rm -f /home/runner/step.env && exec bash -e /home/runner/step.sh'
+}
+deploy_n=0
+deploy() { # deploy ENVIRONMENT [smoke]: the deploy job's steps; log in $tmp/deploy-N.log
+  deploy_n=$((deploy_n + 1))
+  local log=$tmp/deploy-$deploy_n.log t0 rc=0
+  t0=$(now_ms)
+  run_step ci/remote-deploy.sh "$1" >"$log" 2>&1 || rc=$?
+  if ((rc == 0)) && [[ ${2:-} == smoke ]]; then
+    run_step ci/public-smoke.sh "$1" >>"$log" 2>&1 || rc=$?
+  fi
+  deploy_s=$(secs $(($(now_ms) - t0)))
+  sed "s/^/  deploy $deploy_n $1| /" "$log" | grep -E 'pier-host-setup|healthy|OK:|FAILED|remote-deploy: ci|smoke:|pier-secret|nginx -t|error' || true
+  return "$rc"
+}
+check "runner is not root and has passwordless sudo" bash -c "[ \"\$(docker exec -u runner $out id -u)\" != 0 ] && docker exec -u runner $out sudo -n true"
+deploy production smoke && rc=0 || rc=$?
+prod_deploy_s=$deploy_s
+check "first deploy of prod from the runner, no manual step ($prod_deploy_s s, status $rc)" test "$rc" = 0
+deploy staging smoke && rc=0 || rc=$?
+check "first deploy of staging from the runner ($deploy_s s, status $rc)" test "$rc" = 0
+check "deploy 1 applied the shipped nginx config (nginx -t, reload)" grep -q 'nginx: new config from /srv/pier/src/prod checked (nginx -t) and reloaded' "$tmp/deploy-1.log"
+check "deploy 2 (same nginx config): nginx not reloaded" grep -q 'nginx: config unchanged, not reloaded' "$tmp/deploy-2.log"
+healthy=$(grep -o 'healthy (its health command run by the deploy) after [0-9.]* s' "$tmp/deploy-1.log" | grep -o '[0-9.]* s' || echo '?')
+say "time to healthy in the first deploy (the deploy's own probe): $healthy"
+ssh-keygen -q -t ed25519 -N '' -f "$tmp/other_key"
+wrong_known="$domain $(cut -d' ' -f1-2 "$tmp/other_key.pub")"
+docker exec -u runner -w /home/runner/pier -e DEPLOY_HOST="$domain" -e DEPLOY_USER=deploy \
+  -e DEPLOY_SSH_KEY="$(cat "$tmp/deploy_key")" -e DEPLOY_KNOWN_HOSTS="$wrong_known" \
+  "$out" ci/remote-deploy.sh staging "$sha" >"$tmp/badkey.log" 2>&1 && rc=0 || rc=$?
+check "strict host-key checking: a DEPLOY_KNOWN_HOSTS with another key stops the deploy (status $rc)" \
+  bash -c "test $rc = 255 && grep -qi 'host key verification failed' '$tmp/badkey.log'"
+
+# ------------------------------------------------------------------ 5. HTTPS from outside
+step "HTTPS, redirect, HSTS, edge rules (from outside)"
+curl_out() { outside curl -sS --max-time 10 "$@"; }
+# --capath /nonexistent: only the --cacert file is trusted (Debian's curl also reads /etc/ssl/certs).
+code=$(curl_out --capath /nonexistent --cacert /tmp/pebble-root.pem -o /dev/null -w '%{http_code}' "https://$domain/prod/health" || true)
+check "curl --cacert <pebble root> https://$domain/prod/health: $code" test "$code" = 200
+code=$(curl_out --capath /nonexistent --cacert /etc/rehearsal/ca.crt -o /dev/null -w '%{http_code}' "https://$domain/prod/health" 2>/dev/null || true)
+check "the same with another CA fails (the certificate is pebble's, not self-signed): $code" test "$code" = 000
+issuer=$(outside sh -c "echo | openssl s_client -connect $domain:443 -servername $domain 2>/dev/null | openssl x509 -noout -issuer -ext subjectAltName,authorityInfoAccess 2>/dev/null" || true)
+printf '%s\n' "$issuer" | sed 's/^/  certificate| /'
+redirect=$(curl_out -o /dev/null -w '%{http_code} %{redirect_url}' "http://$domain/prod/health?x=1" || true)
+check "http://$domain/prod/health -> $redirect" test "$redirect" = "301 https://$domain/prod/health?x=1"
+code=$(curl_out -o /dev/null -w '%{http_code}' "http://$domain/.well-known/acme-challenge/nothing" || true)
+check "http ACME path is not redirected (404 for an unknown token): $code" test "$code" = 404
+hsts=$(curl_out --cacert /tmp/pebble-root.pem -D - -o /dev/null "https://$domain/prod/health" | tr -d '\r' | grep -i '^strict-transport-security:' || true)
+check "HSTS: $hsts" grep -q 'max-age=63072000' <<<"$hsts"
+for path in /prod/metrics /staging/metrics /prod//metrics /prod/%6detrics /prod/metrics/; do
+  code=$(curl_out --cacert /tmp/pebble-root.pem -o /dev/null -w '%{http_code}' "https://$domain$path" || true)
+  check "https://$domain$path from outside: $code" test "$code" = 404
+done
+code=$(curl_out --cacert /tmp/pebble-root.pem -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+  --data-binary "{\"a\":\"$(head -c 20000 /dev/zero | tr '\0' x)\"}" "https://$domain/prod/echo" || true)
+check "POST /prod/echo with a 20 KB body: $code (bound 16 KiB)" test "$code" = 413
+codes=$(outside sh -c "for i in \$(seq 1 30); do curl -s --cacert /tmp/pebble-root.pem -o /dev/null -w '%{http_code}\n' -H 'Content-Type: application/json' -d '{\"i\":1}' https://$domain/staging/echo; done" | sort | uniq -c | tr -s ' \n' ' ')
+check "30 quick POSTs to /staging/echo: $codes (some 200, the rest 429)" bash -c "grep -q ' 200' <<<'$codes' && grep -q ' 429' <<<'$codes'"
+
+# ------------------------------------------------------------------ 6. Prometheus scrapes with the token
+step "metrics: token, Prometheus"
+live_port() { on_vm sh -c "sed -nE 's/^[[:space:]]*server[[:space:]]+127\\.0\\.0\\.1:([0-9]+).*/\\1/p' /etc/nginx/upstreams/$1.conf | head -n 1"; }
+prod_port=$(live_port prod)
+code=$(on_vm curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$prod_port/prod/metrics" || true)
+check "on the VM, 127.0.0.1:$prod_port/prod/metrics without the token: $code" test "$code" = 401
+code=$(on_vm curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $metrics_prod" "http://127.0.0.1:$prod_port/prod/metrics" || true)
+check "with the prod token from the GitHub secret: $code" test "$code" = 200
+promq() { on_vm curl -fsS --max-time 5 "http://127.0.0.1:9090/api/v1/query" --data-urlencode "query=$1" | jq -r '.data.result[0].value[1] // "none"'; }
+up=none
+for _ in $(seq 1 40); do
+  up=$(promq 'max by (env) (up{job="pier", env="prod"})' 2>/dev/null || echo none)
+  [[ $up == 1 ]] && break
+  sleep 1
+done
+check "Prometheus scrapes prod's /prod/metrics with the token: up=$up" test "$up" = 1
+up=$(promq 'max by (env) (up{job="pier", env="staging"})' 2>/dev/null || echo none)
+check "and staging's: up=$up" test "$up" = 1
+for port in 9090 9093 "$prod_port"; do
+  code=$(outside curl -s -o /dev/null --max-time 3 -w '%{http_code}' "http://$domain:$port/" || true)
+  check "port $port (Prometheus, Alertmanager, a slot) from outside: no answer ($code)" test "$code" = 000
+done
+
+# ------------------------------------------------------------------ 7. alerts: stop prod
+step "alerts: stop prod (PierDown pending), meanwhile the other checks"
+t_stop=$(now_ms)
+on_vm sh -c 'docker ps -q --filter label=pier.env=prod | xargs -r docker stop -t 5' >/dev/null
+code=$(curl_out --cacert /tmp/pebble-root.pem -o /dev/null -w '%{http_code}' "https://$domain/prod/health" || true)
+say "prod stopped: https://$domain/prod/health answers $code"
+
+# ------------------------------------------------------------------ 8. testssl.sh, nmap
+step "testssl.sh (3.0.8, pebble's root added)"
+outside sh -c "cd /tmp && testssl --quiet --color 0 --warnings off --add-ca /tmp/pebble-root.pem --jsonfile /tmp/testssl.json https://$domain/staging/health >/tmp/testssl.txt 2>&1" || true
+docker cp "$out:/tmp/testssl.json" "$tmp/testssl.json" 2>/dev/null || echo '[]' >"$tmp/testssl.json"
+by_sev=$(jq -r 'group_by(.severity) | map("\(.[0].severity)=\(length)") | join(" ")' "$tmp/testssl.json")
+say "testssl.sh findings by severity: $by_sev"
+jq -r '.[] | select(.severity == "HIGH" or .severity == "CRITICAL" or .severity == "MEDIUM" or .severity == "LOW") | "  testssl| \(.severity) \(.id): \(.finding)"' "$tmp/testssl.json"
+check "testssl.sh ran (findings: $(jq length "$tmp/testssl.json"))" test "$(jq length "$tmp/testssl.json")" -gt 20
+check "testssl.sh: no HIGH or CRITICAL finding" test "$(jq '[.[] | select(.severity == "HIGH" or .severity == "CRITICAL")] | length' "$tmp/testssl.json")" = 0
+step "nmap: every TCP port of the VM from outside"
+ports=$(outside nmap -Pn -n -p- -T4 --min-rate 10000 --max-retries 1 -oG - "$domain" | grep -o '[0-9]*/open' | cut -d/ -f1 | sort -n | tr '\n' ' ')
+check "open TCP ports from outside: ${ports:-none} (want 22 80 443)" test "$ports" = "22 80 443 "
+
+# ------------------------------------------------------------------ 9. the secret
+step "secrets: where the metrics token is and is not"
+perm=$(on_vm stat -c '%U:%g %a' /etc/pier/secrets/prod/metrics-token)
+check "/etc/pier/secrets/prod/metrics-token is $perm (root-owned, group 65532, 0640)" test "$perm" = "root:65532 640"
+check "the deploy user cannot read it" bash -c "! docker exec -u deploy $vm cat /etc/pier/secrets/prod/metrics-token >/dev/null 2>&1"
+staging_ct=$(on_vm docker ps -q --filter label=pier.env=staging | head -n 1)
+check "the container reads it from a read-only mount at /run/secrets" bash -c "docker exec $vm docker inspect -f '{{range .Mounts}}{{.Destination}} {{.RW}}{{end}}' $staging_ct | grep -qx '/run/secrets false'"
+absent() { # absent WHAT CMD...: CMD's output contains neither token
+  local what=$1
+  shift
+  "$@" >"$tmp/haystack" 2>&1 || true
+  if grep -qF -e "$metrics_prod" -e "$metrics_staging" "$tmp/haystack"; then
+    say "a token is in $what"
+    return 1
+  fi
+  [[ -s $tmp/haystack ]] # and the command said something: a search of nothing proves nothing
+}
+check "not in the image's history" absent history on_vm docker history --no-trunc "ghcr.io/$repo_path:$sha"
+check "not in the image's config" absent "image inspect" on_vm docker image inspect "ghcr.io/$repo_path:$sha"
+# shellcheck disable=SC2016 # expanded on the VM
+check "not in docker inspect of any container" absent "docker inspect" on_vm sh -c 'docker inspect $(docker ps -aq)'
+check "not in any process's command line on the VM (ps)" absent ps on_vm ps -eo pid,args
+# shellcheck disable=SC2016 # expanded on the VM
+check "not in the containers' logs" absent "docker logs" on_vm sh -c 'for c in $(docker ps -aq); do docker logs $c; done'
+check "not in the VM's journal or /var/log" absent logs on_vm sh -c 'journalctl --no-pager; cat /var/log/cloud-init*.log /var/log/nginx/*.log'
+check "not in the runner's deploy output" absent "deploy output" cat "$tmp"/deploy-*.log
+
+# ------------------------------------------------------------------ 10. nginx config with a deploy
+step "nginx config shipped with a deploy: a broken one is refused"
+as_runner sh -c 'cp config/nginx/edge.conf /tmp/edge.conf && echo "no_such_directive on;" >>config/nginx/edge.conf'
+deploy staging && rc=0 || rc=$?
+as_runner cp /tmp/edge.conf config/nginx/edge.conf
+check "deploy with a broken edge.conf fails (status $rc)" test "$rc" != 0
+check "... because nginx -t rejected it; the running config is kept" grep -q 'nginx -t rejects the new config: the running one is kept' "$tmp/deploy-$deploy_n.log"
+code=$(curl_out --cacert /tmp/pebble-root.pem -o /dev/null -w '%{http_code}' "https://$domain/staging/health" || true)
+check "staging still serves over HTTPS: $code" test "$code" = 200
+
+# ------------------------------------------------------------------ 11. renewal
+step "certificate renewal (certbot renew --force-renewal) and the reload hook"
+serial() { outside sh -c "echo | openssl s_client -connect $domain:443 -servername $domain 2>/dev/null | openssl x509 -noout -serial"; }
+before=$(serial)
+le_sum() { on_vm sh -c 'find /etc/letsencrypt -type f ! -path "*/renewal-hooks/*" -print0 | sort -z | xargs -0 sha256sum | sha256sum'; }
+on_vm certbot renew --force-renewal --no-random-sleep-on-renew >"$tmp/renew.log" 2>&1 && rc=0 || rc=$?
+sed 's/^/  certbot| /' "$tmp/renew.log" | grep -iE 'renew|success|hook|error' || true
+after=$(serial)
+check "certbot renew --force-renewal against pebble (status $rc)" test "$rc" = 0
+check "nginx serves the renewed certificate after the deploy hook ($before -> $after)" test "$before" != "$after"
+check "the hook logged its reload" bash -c "docker exec $vm journalctl -t pier-certbot --no-pager | grep -q 'nginx reloaded for the renewed certificate'"
+sum_before=$(le_sum)
+on_vm /usr/local/sbin/pier-host-setup /srv/pier/src/prod >"$tmp/setup.log" 2>&1 || true
+check "pier-host-setup after the renewal: nginx unchanged, not reloaded" grep -q 'nginx: config unchanged, not reloaded' "$tmp/setup.log"
+check "... and /etc/letsencrypt untouched by it" test "$sum_before" = "$(le_sum)"
+code=$(curl_out --cacert /tmp/pebble-root.pem -o /dev/null -w '%{http_code}' "https://$domain/staging/health" || true)
+check "HTTPS with the renewed certificate: $code" test "$code" = 200
+
+# ------------------------------------------------------------------ 12. idle CPU of the health checks
+step "idle CPU: the VM with its pier containers, HEALTHCHECK every 15 s vs every 1 s"
+vm_cpu_ns() { cat "/sys/fs/cgroup/cpuacct/docker/$(docker inspect -f '{{.Id}}' "$vm")/cpuacct.usage" 2>/dev/null || echo 0; }
+cpu_over() { # cpu_over SECONDS: % of one core the whole VM used
+  local a b
+  a=$(vm_cpu_ns)
+  sleep "$1"
+  b=$(vm_cpu_ns)
+  awk -v d=$((b - a)) -v s="$1" 'BEGIN { printf "%.1f", d / (s * 1e7) }'
+}
+if [[ $(vm_cpu_ns) != 0 ]]; then
+  idle_15=$(cpu_over 20)
+  printf 'FROM ghcr.io/%s:%s\nHEALTHCHECK --interval=1s --timeout=3s --start-period=10s --retries=3 CMD ["/pier", "--probe"]\n' "$repo_path" "$sha" |
+    docker exec -i "$vm" docker build -q -t pier-hc1s - >/dev/null
+  for i in 1 2; do
+    on_vm docker run -d --name "pier-hc1s-$i" --read-only --user 65532:65532 -e PIER_ENV=staging pier-hc1s >/dev/null
+  done
+  sleep 3
+  idle_1=$(cpu_over 20)
+  on_vm docker rm -f pier-hc1s-1 pier-hc1s-2 >/dev/null
+  say "idle CPU of the whole VM (1 staging container, 15 s interval): $idle_15% of a core; with two more containers probed every 1 s: $idle_1% (about $(awk -v a="$idle_15" -v b="$idle_1" 'BEGIN { printf "%.1f", (b - a) / 2 }')% per 1 s container)"
+else
+  say "idle CPU: no cpuacct cgroup for the VM container on this host (cgroup v2?): not measured"
+fi
+
+# ------------------------------------------------------------------ 13. PierDown, then resolved
+step "alerts: PierDown for prod at the receiver"
+alerts() { outside curl -fsS http://127.0.0.1:9099/ 2>/dev/null || true; }
+got=""
+deadline=$((SECONDS + 240))
+while ((SECONDS < deadline)); do
+  got=$(alerts | jq -c 'select(.status == "firing") | .alerts[] | select(.labels.alertname == "PierDown" and .labels.env == "prod" and .status == "firing")' | head -n 1)
+  [[ -n $got ]] && break
+  sleep 2
+done
+down_s=$(secs $(($(now_ms) - t_stop)))
+check "the webhook receiver got PierDown (prod) firing, $down_s s after prod stopped" test -n "$got"
+deploy production && rc=0 || rc=$?
+check "deploy of prod from the runner brings it back (status $rc)" test "$rc" = 0
+t_fix=$(now_ms)
+got=""
+deadline=$((SECONDS + 180))
+while ((SECONDS < deadline)); do
+  got=$(alerts | jq -c '.alerts[] | select(.labels.alertname == "PierDown" and .labels.env == "prod" and .status == "resolved")' | head -n 1)
+  [[ -n $got ]] && break
+  sleep 2
+done
+check "the receiver got PierDown (prod) resolved, $(secs $(($(now_ms) - t_fix))) s after the deploy" test -n "$got"
+check "no PierDown for staging" bash -c "! docker exec $out curl -fsS http://127.0.0.1:9099/ | jq -e 'select(.alerts[] | .labels.alertname == \"PierDown\" and .labels.env == \"staging\")' >/dev/null"
+
+step "done"
+say "figures: cloud-init $boot_s s; first prod deploy $prod_deploy_s s (healthy $healthy); PierDown after $down_s s; testssl $by_sev; open ports ${ports:-none}"
+say "stage time $(secs $(($(now_ms) - t_begin))) s"
+echo "vm-rehearsal: $pass passed, $fail failed"
+[[ $fail -eq 0 ]]
