@@ -363,7 +363,9 @@ check "30 quick POSTs to /staging/echo: $codes (some 200, the rest 429)" bash -c
 
 # ------------------------------------------------------------------ 6. Prometheus scrapes with the token
 step "metrics: token, Prometheus"
-live_port() { on_vm sh -c "sed -nE 's/^[[:space:]]*server[[:space:]]+127\\.0\\.0\\.1:([0-9]+).*/\\1/p' /etc/nginx/upstreams/$1.conf | head -n 1"; }
+live_port() { # live_port ENV: the 127.0.0.1 port of a running replica of ENV
+  on_vm docker ps --filter "label=pier.env=$1" --format '{{.Ports}}' | grep -o '127\.0\.0\.1:[0-9]*' | head -n 1 | cut -d: -f2
+}
 prod_port=$(live_port prod)
 code=$(on_vm curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$prod_port/prod/metrics" || true)
 check "on the VM, 127.0.0.1:$prod_port/prod/metrics without the token: $code" test "$code" = 401
