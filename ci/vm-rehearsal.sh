@@ -29,7 +29,10 @@
 # hash covers their Dockerfiles and the package list), pier-vm-build:<commit> (ci/image.sh).
 # Containers, network and volume are named pier-vm-<pid>-*; all removed on exit.
 set -euo pipefail
-
+# The whole script is one function: bash reads all of it before running any, so editing the
+# file while a rehearsal runs cannot change what that rehearsal runs.
+# shellcheck disable=SC2317 # cleanup and absent are called through trap and check
+main() {
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 # shellcheck source=ci/test-lib.sh
@@ -74,16 +77,12 @@ as_runner() { docker exec -u runner -w /home/runner/pier "$out" "$@"; }
 
 # ------------------------------------------------------------------ 0. prerequisites
 step "prerequisites"
-for tool in docker openssl jq python3 git ssh-keygen; do
-  command -v "$tool" >/dev/null || {
-    say "$tool is missing (the deps stage of .ci/run installs it)"
-    exit 1
-  }
+need=()
+for pair in openssl:openssl jq:jq python3:python3 git:git ssh-keygen:openssh-client curl:curl; do
+  command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
-python3 -c 'import yaml' 2>/dev/null || {
-  say "python3-yaml is missing"
-  exit 1
-}
+python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
+((${#need[@]} == 0)) || "$root/ci/install-deps.sh" --only "${need[@]}"
 "$root/ci/start-dockerd.sh" >/dev/null
 base=${BASE_IMAGE:-debian:bookworm-slim}
 docker image inspect "$base" >/dev/null 2>&1 || BASE_IMAGE=$base "$root/ci/base-image.sh"
@@ -258,7 +257,7 @@ printf '%s\n' "$metrics_prod" "$metrics_staging" >"$tmp/secrets"
 # What GitHub fills in for the step's env (by variable name; ci/lint.sh checks that every
 # variable of the step is here). ENVIRONMENT and TAG are the job's env, GITHUB_* GitHub's.
 # VALUES-BEGIN
-declare -A values=(
+declare -gA values=(
   [DEPLOY_HOST]=$domain
   [DEPLOY_USER]=deploy
   [DEPLOY_SSH_KEY]=$(cat "$tmp/deploy_key")
@@ -516,3 +515,5 @@ say "figures: cloud-init $boot_s s; first prod deploy $prod_deploy_s s (healthy 
 say "stage time $(secs $(($(now_ms) - t_begin))) s"
 echo "vm-rehearsal: $pass passed, $fail failed"
 [[ $fail -eq 0 ]]
+}
+main "$@"; exit
