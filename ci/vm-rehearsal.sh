@@ -142,7 +142,7 @@ for host in pebble ghcr.io; do
 done
 chmod 0644 "$tmp/outside"/*
 # pebble embeds an OCSP responder address in its certificates, as Let's Encrypt's carried
-# one (nothing answers there: nginx does not staple); see README.md#https-and-certificates.
+# one (nothing answers there: nginx does not staple); see docs/vm.md#https-and-certificates.
 cat >"$tmp/outside/pebble.json" <<'JSON'
 {"pebble": {"listenAddress": "0.0.0.0:14000", "managementListenAddress": "0.0.0.0:15000",
   "certificate": "/etc/rehearsal/pebble.crt", "privateKey": "/etc/rehearsal/pebble.key",
