@@ -229,7 +229,8 @@ t_boot=$(now_ms)
 docker start "$vm" >/dev/null
 status=$(timeout 600 docker exec "$vm" cloud-init status --wait 2>&1 | tail -n 1) || true
 boot_s=$(secs $(($(now_ms) - t_boot)))
-say "cloud-init: $status after $boot_s s"
+say "cloud-init: $status after $boot_s s; its slowest modules:"
+on_vm cloud-init analyze blame 2>/dev/null | grep -E '^ +[0-9]' | head -n 4 | sed 's/^ */  cloud-init| /' || true
 if [[ $status != *done* ]]; then
   on_vm sh -c 'cloud-init status --long; grep -iE "error|fail|warn" /var/log/cloud-init.log | tail -n 30; tail -n 60 /var/log/cloud-init-output.log' || true
 fi
@@ -480,7 +481,7 @@ if [[ $(vm_cpu_ns) != 0 ]]; then
   sleep 3
   idle_1=$(cpu_over 20)
   on_vm docker rm -f pier-hc1s-1 pier-hc1s-2 >/dev/null
-  say "idle CPU of the whole VM (1 staging container, 15 s interval): $idle_15% of a core; with two more containers probed every 1 s: $idle_1% (about $(awk -v a="$idle_15" -v b="$idle_1" 'BEGIN { printf "%.1f", (b - a) / 2 }')% per 1 s container)"
+  say "idle CPU of the whole VM (prod stopped, staging's 2 replicas probed every 15 s): $idle_15% of a core; with two more containers probed every 1 s: $idle_1% (about $(awk -v a="$idle_15" -v b="$idle_1" 'BEGIN { printf "%.1f", (b - a) / 2 }')% per container at 1 s)"
 else
   say "idle CPU: no cpuacct cgroup for the VM container on this host (cgroup v2?): not measured"
 fi
