@@ -417,7 +417,7 @@ perm=$(on_vm stat -c '%U:%g %a' /etc/pier/secrets/prod/metrics-token)
 check "/etc/pier/secrets/prod/metrics-token is $perm (root-owned, group 65532, 0640)" test "$perm" = "root:65532 640"
 check "the deploy user cannot read it" bash -c "! docker exec -u deploy $vm cat /etc/pier/secrets/prod/metrics-token >/dev/null 2>&1"
 staging_ct=$(on_vm docker ps -q --filter label=pier.env=staging | head -n 1)
-check "the container reads it from a read-only mount at /run/secrets" bash -c "docker exec $vm docker inspect -f '{{range .Mounts}}{{.Destination}} {{.RW}}{{end}}' $staging_ct | grep -qx '/run/secrets false'"
+check "the container reads it from a read-only mount at /run/secrets" bash -c "docker exec $vm docker inspect -f '{{range .Mounts}}{{.Destination}} {{.RW}}{{println}}{{end}}' $staging_ct | grep -qx '/run/secrets false'"
 absent() { # absent WHAT CMD...: CMD's output contains neither token
   local what=$1
   shift
