@@ -497,11 +497,11 @@ alerts() { outside curl -fsS http://127.0.0.1:9099/ 2>/dev/null || true; }
 got=""
 deadline=$((SECONDS + 240))
 while ((SECONDS < deadline)); do
-  got=$(alerts | jq -c 'select(.status == "firing") | .alerts[] | select(.labels.alertname == "PierDown" and .labels.env == "prod" and .status == "firing")' | head -n 1)
+  got=$(alerts | jq -c 'select(.status == "firing" and any(.alerts[]; .labels.alertname == "PierDown" and .labels.env == "prod" and .status == "firing"))' | head -n 1)
   [[ -n $got ]] && break
   sleep 2
 done
-down_s=$(secs $(($(now_ms) - t_stop)))
+down_s=$(jq -r --argjson t "$t_stop" '(.receivedUnix * 1000 - $t) / 1000 | floor' <<<"$got" 2>/dev/null || echo '?')
 check "the webhook receiver got PierDown (prod) firing, $down_s s after prod stopped" test -n "$got"
 deploy production && rc=0 || rc=$?
 check "deploy of prod from the runner brings it back (status $rc)" test "$rc" = 0
@@ -509,15 +509,16 @@ t_fix=$(now_ms)
 got=""
 deadline=$((SECONDS + 180))
 while ((SECONDS < deadline)); do
-  got=$(alerts | jq -c '.alerts[] | select(.labels.alertname == "PierDown" and .labels.env == "prod" and .status == "resolved")' | head -n 1)
+  got=$(alerts | jq -c 'select(any(.alerts[]; .labels.alertname == "PierDown" and .labels.env == "prod" and .status == "resolved"))' | head -n 1)
   [[ -n $got ]] && break
   sleep 2
 done
-check "the receiver got PierDown (prod) resolved, $(secs $(($(now_ms) - t_fix))) s after the deploy" test -n "$got"
+resolved_s=$(jq -r --argjson t "$t_fix" '(.receivedUnix * 1000 - $t) / 1000 | floor' <<<"$got" 2>/dev/null || echo '?')
+check "the receiver got PierDown (prod) resolved, $resolved_s s after the deploy" test -n "$got"
 check "no PierDown for staging" bash -c "! docker exec $out curl -fsS http://127.0.0.1:9099/ | jq -e 'select(.alerts[] | .labels.alertname == \"PierDown\" and .labels.env == \"staging\")' >/dev/null"
 
 step "done"
-say "figures: cloud-init $boot_s s; first prod deploy $prod_deploy_s s (healthy $healthy); PierDown after $down_s s; testssl $by_sev; open ports ${ports:-none}"
+say "figures: cloud-init $boot_s s; first prod deploy $prod_deploy_s s (healthy $healthy); PierDown after $down_s s, resolved $resolved_s s after the deploy; testssl $by_sev; open ports ${ports:-none}"
 say "stage time $(secs $(($(now_ms) - t_begin))) s"
 echo "vm-rehearsal: $pass passed, $fail failed"
 [[ $fail -eq 0 ]]

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """An Alertmanager webhook receiver for the rehearsal: every POST body (one notification,
-JSON) is appended as one line to FILE; GET answers with the file, so a test can read it.
+JSON, plus "receivedUnix": when it arrived) is appended as one line to FILE; GET answers with the file, so a test can read it.
 
     webhook-receiver.py PORT FILE
 """
 import json
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT, FILE = int(sys.argv[1]), sys.argv[2]
@@ -22,6 +23,8 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             self.send_error(400, "not JSON")
             return
+        if isinstance(doc, dict):
+            doc["receivedUnix"] = time.time()  # when it arrived, for the rehearsal's figures
         with open(FILE, "a") as f:
             f.write(json.dumps(doc, separators=(",", ":")) + "\n")
         self.send_response(200)
