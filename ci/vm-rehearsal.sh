@@ -91,7 +91,7 @@ docker image inspect "$base" >/dev/null 2>&1 || BASE_IMAGE=$base "$root/ci/base-
 step "images"
 packages=$(python3 -c 'import sys, yaml; print(" ".join(yaml.safe_load(open(sys.argv[1]))["packages"]))' config/cloud-init.yaml)
 image_hash() { # image_hash DOCKERFILE EXTRA: tag from the Dockerfile, the files it copies, EXTRA
-  { cat docker/vm/*; printf '%s %s\n' "$2" "$(docker image inspect -f '{{.Id}}' "$base")"; } |
+  { git ls-files -z docker/vm | sort -z | xargs -0 cat; printf '%s %s\n' "$2" "$(docker image inspect -f '{{.Id}}' "$base")"; } |
     sha256sum | cut -c1-12
 }
 host_image=pier-vm-host:$(image_hash docker/vm/vm.Dockerfile "$packages")
