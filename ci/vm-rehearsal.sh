@@ -283,6 +283,8 @@ run_step() { # run_step STEP ENVIRONMENT: deploy.yml's step, as the runner, its 
   {
     printf 'export GITHUB_REPOSITORY=%q GITHUB_ACTOR=%q GITHUB_SHA=%q ENVIRONMENT=%q TAG=%q\n' \
       "$repo_path" "$registry_user" "$sha" "$environment" "$sha"
+    printf 'export RUNNER_TEMP=/home/runner/tmp GITHUB_STEP_SUMMARY=/home/runner/tmp/summary.md\n'
+    printf 'mkdir -p /home/runner/tmp\n'
     while read -r k; do
       [[ -n ${values[$k]+set} ]] || {
         echo "no value for $k" >&2
