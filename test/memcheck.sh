@@ -74,8 +74,9 @@ for f in "$work"/vg.*.log; do
   [ -f "$f" ] || continue
   e=$(sed -n 's/.*ERROR SUMMARY: \([0-9,]*\) errors.*/\1/p' "$f" | tr -d , | tail -n 1)
   l=$(sed -n 's/.*definitely lost: \([0-9,]*\) bytes.*/\1/p' "$f" | tr -d , | tail -n 1)
-  if [ -z "$e" ]; then # killed before valgrind could summarise
-    echo "!! $f has no error summary" >&2
+  if [ -z "$e" ]; then # SIGKILLed (a test's timeout ran out, or the harness gave up waiting)
+    echo "!! $f has no error summary (killed before valgrind could write it):" \
+      "$(sed -n 's/^==[0-9]*== Command: //p' "$f" | head -n 1)" >&2
     failed=1
     continue
   fi

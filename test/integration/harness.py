@@ -19,6 +19,19 @@ import unittest
 ROOT = os.environ.get("PIER_SOURCE_DIR") or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PIER_BIN = os.environ.get("PIER_BIN") or os.path.join(ROOT, "build", "default", "pier")
 
+# PIER_TEST_INSTRUMENTED=1 (valgrind in `make memcheck`, the tsan preset): every pier process
+# is many times slower, and one under valgrind spends seconds of CPU before main() (tens of
+# seconds on a loaded machine). Every *wait* for pier (to start, log, exit, answer a CLI
+# command) is multiplied by WAIT_SCALE; a wait returns as soon as its event happens, so this
+# costs nothing when the test passes. Bounds on pier's own timing are not scaled here.
+INSTRUMENTED = os.environ.get("PIER_TEST_INSTRUMENTED") == "1"
+WAIT_SCALE = float(os.environ.get("PIER_TEST_WAIT_SCALE") or (10 if INSTRUMENTED else 1))
+
+
+def waiting(seconds):
+    """A timeout for waiting on pier, scaled under instrumentation (WAIT_SCALE)."""
+    return seconds * WAIT_SCALE
+
 BASE_CONFIG = """environment: test
 listen:
   host: 127.0.0.1
@@ -73,6 +86,7 @@ class Pier:
                                      preexec_fn=preexec)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+        timeout = waiting(timeout)
         if self.fixed_port:
             deadline = time.time() + timeout
             while time.time() < deadline and self.proc.poll() is None:
@@ -109,7 +123,7 @@ class Pier:
         return out
 
     def wait_log(self, pred, timeout=5.0):
-        deadline = time.time() + timeout
+        deadline = time.time() + waiting(timeout)
         while time.time() < deadline:
             for j in self.logs():
                 if pred(j):
@@ -127,20 +141,20 @@ class Pier:
 
     def wait_exit(self, timeout=15.0):
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(waiting(timeout))
         except subprocess.TimeoutExpired:
             return None
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
+            try:  # SIGKILL is the last resort: valgrind cannot write its summary then
+                self.proc.wait(waiting(10))
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
         if self.reader:
-            self.reader.join(2)
+            self.reader.join(waiting(2))
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()
         self.tmp.cleanup()

@@ -10,13 +10,13 @@ import time
 import unittest
 
 import harness  # noqa: E402
-from harness import PIER_BIN, ROOT, Pier
+from harness import INSTRUMENTED, PIER_BIN, ROOT, Pier, waiting
 
 
 def run(args, env=None, timeout=10):
     e = {k: v for k, v in os.environ.items() if not k.startswith("PIER_") or k in ("PIER_BIN",)}
     e.update(env or {})
-    return subprocess.run([PIER_BIN] + args, capture_output=True, text=True, env=e, timeout=timeout)
+    return subprocess.run([PIER_BIN] + args, capture_output=True, text=True, env=e, timeout=waiting(timeout))
 
 
 def write(tmp, name, text):
@@ -170,7 +170,9 @@ class Probe(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stderr)
 
     def test_probe_404_and_503_are_1(self):
-        with Pier(config="listen: {host: 127.0.0.1, port: 0}\nprefix: /prod\nshutdown: {grace_ms: 5000}\n") as p:
+        # The grace period must outlast starting the second probe: seconds under valgrind.
+        grace_ms = int(waiting(5000))
+        with Pier(config="listen: {host: 127.0.0.1, port: 0}\nprefix: /prod\nshutdown: {grace_ms: %d}\n" % grace_ms) as p:
             r = run(["--probe", "http://127.0.0.1:%d/prod/missing" % p.port])
             self.assertEqual(r.returncode, 1)
             self.assertIn("-> 404", r.stderr)
@@ -186,16 +188,42 @@ class Probe(unittest.TestCase):
         self.assertIn("Connection refused", r.stderr)
 
     def test_probe_timeout_is_1(self):
-        s = socket.socket()  # accepts (backlog) but never answers
+        s = socket.socket()  # accepts but never answers
         s.bind(("127.0.0.1", 0))
         s.listen(8)
+        s.settimeout(waiting(10))
+        seen = {}  # when the probe's request arrived, and when the probe closed the connection
+
+        def peer():
+            try:
+                c, _ = s.accept()
+                with c:
+                    while True:
+                        d = c.recv(4096)
+                        if d and "request" not in seen:
+                            seen["request"] = time.time()
+                        if not d:
+                            seen["closed"] = time.time()
+                            return
+            except OSError:
+                pass
+        t = threading.Thread(target=peer, daemon=True)
+        t.start()
         t0 = time.time()
         r = run(["--probe", "http://127.0.0.1:%d/" % s.getsockname()[1], "--timeout-ms", "500"])
         took = time.time() - t0
+        t.join(waiting(5))
         s.close()
         self.assertEqual(r.returncode, 1)
         self.assertIn("no answer", r.stderr)
-        self.assertLess(took, 3)
+        # The probe gives up 500 ms after its request, measured on the connection: this holds
+        # under valgrind too, where starting and leaving the process take seconds.
+        self.assertIn("closed", seen, "the probe never closed its connection")
+        waited = seen["closed"] - seen["request"]
+        self.assertGreaterEqual(waited, 0.45)
+        self.assertLess(waited, 2.0)
+        if not INSTRUMENTED:
+            self.assertLess(took, 3)
 
 
 class Docs(unittest.TestCase):

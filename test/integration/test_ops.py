@@ -10,7 +10,8 @@ import time
 import unittest
 
 import harness  # noqa: E402
-from harness import PIER_BIN, Pier, Reader, build_request, closed_by_peer, parse_responses, read_until_close
+from harness import (PIER_BIN, Pier, Reader, build_request, closed_by_peer, parse_responses,
+                     read_until_close, waiting)
 
 
 def cfg(port=0, prefix="/prod", extra=""):
@@ -433,7 +434,7 @@ class MetricsToken(unittest.TestCase):
 
     def check_refused(self, path, message):
         out = subprocess.run([PIER_BIN, "--check-config", os.path.join(self.dir.name, "pier.yaml")],
-                             capture_output=True, timeout=20)
+                             capture_output=True, timeout=waiting(20))
         self.assertNotEqual(out.returncode, 0)
         self.assertIn(message, out.stderr.decode())
         p = Pier(self.conf(path))
