@@ -33,7 +33,7 @@
 set -euo pipefail
 
 # The ci.yml job ids (a job's check name is its id when it has no `name:`).
-REQUIRED_CHECKS=(lint test tsan fuzz memcheck bench-smoke monitoring kubernetes ubuntu image nginx compose deploy-test)
+REQUIRED_CHECKS=(lint test tsan fuzz memcheck bench-smoke monitoring kubernetes ubuntu image nginx compose deploy-test vm-rehearsal)
 GITHUB_ACTIONS_APP_ID=15368
 
 usage() {

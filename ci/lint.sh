@@ -292,6 +292,10 @@ check_protection() {
   if ((${#payloads[@]})) && [[ -f .github/workflows/ci.yml ]]; then
     "$PY" ci/lint/checks.py required-checks .github/workflows/ci.yml "${payloads[@]}" || rc=1
   fi
+  # Every .ci/run stage a hosted runner can run is a step of ci.yml (so it is required too).
+  if [[ -f .ci/run && -f .github/workflows/ci.yml ]]; then
+    "$PY" ci/lint/checks.py ci-stages .ci/run .github/workflows/ci.yml && echo "every .ci/run stage runs in ci.yml" || rc=1
+  fi
   return $rc
 }
 

@@ -3,6 +3,8 @@
 
     checks.py pins FILE...                  every `uses:` pinned to a full commit SHA + `# vX.Y.Z`,
                                             every workflow with a top-level `permissions:`
+    checks.py ci-stages RUN CI_YML            every stage of .ci/run (but deps, dockerd,
+                                            base-image) is run by a job of ci.yml
     checks.py required-checks CI_YML JSON...  the status checks that ci/github-protect.sh
                                             requires are exactly the jobs of ci.yml
     checks.py cloud-init-keys FILE          every top-level key of a #cloud-config file is one
@@ -151,6 +153,37 @@ def check_deploy_rehearsal(workflow, script):
     return findings
 
 
+# .ci/run stages that only prepare a fresh machine: a hosted runner has Docker running,
+# pulls debian:bookworm-slim, and each job installs what it uses.
+STAGES_NOT_IN_CI = {"deps", "dockerd", "base-image"}
+
+
+def check_ci_stages(run_script, ci_yml):
+    """Every .ci/run stage's command (its first two words: `make tsan`, `ci/smoke.sh ...`)
+    is run by some step of ci.yml, unless the stage only prepares a machine."""
+    findings = []
+    logical = []  # (first line number, the line with its continuations joined)
+    with open(run_script, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if logical and logical[-1][1].endswith("\\"):
+                logical[-1] = (logical[-1][0], logical[-1][1][:-1] + " " + line)
+            else:
+                logical.append((lineno, line))
+    with open(ci_yml, encoding="utf-8") as f:
+        jobs = (yaml.safe_load(f) or {}).get("jobs", {})
+    runs = " \n".join(str(s.get("run", "")) for j in jobs.values() for s in j.get("steps", []))
+    for lineno, line in logical:
+        m = re.match(r"^stage\s+(\S+)\s+(.*)$", line)
+        if not m or m.group(1) in STAGES_NOT_IN_CI:
+            continue
+        words = m.group(2).split()
+        command = " ".join(words[:2]) if words[0] in ("make", "bash") else words[0]
+        if not re.search(r"(^|[\s'\"/])" + re.escape(command) + r"($|[\s'\"])", runs, re.M):
+            findings.append(f"{run_script}:{lineno}: stage {m.group(1)} ({command}) is run by no job of {ci_yml}")
+    return findings
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -158,6 +191,8 @@ def main(argv):
     cmd, args = argv[1], argv[2:]
     if cmd == "pins":
         findings = check_pins(args)
+    elif cmd == "ci-stages" and len(args) == 2:
+        findings = check_ci_stages(args[0], args[1])
     elif cmd == "required-checks" and len(args) >= 2:
         findings = check_required_checks(args[0], args[1:])
     elif cmd == "deploy-rehearsal" and len(args) == 2:
