@@ -337,6 +337,12 @@ check_links() {
   local rc=0
   python3 ci/lint/links.py "${docs[@]}" || rc=1
   python3 ci/lint/links.py --mentions "${files[@]}" || rc=1
+  # One click from the README to every page.
+  local page
+  for page in "${docs[@]}"; do
+    [[ $page == README.md ]] && continue
+    grep -q "](${page})" README.md || { echo "README.md: no link to $page"; rc=1; }
+  done
   return $rc
 }
 
