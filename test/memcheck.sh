@@ -10,7 +10,7 @@
 #                    be a build without sanitizers (valgrind and ASan do not mix)
 #   MEMCHECK_TESTS   integration test files to run (default: core cli ops hostile limits)
 #   MEMCHECK_KEEP=1  keep the valgrind logs
-# Bounded: each test file gets `timeout 600`. Takes about 2 minutes on 2 cores.
+# Bounded: each test file gets `timeout 600`. Takes about 3 minutes on 2 cores.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
