@@ -6,6 +6,7 @@ stopped by its PID. Requests are written as raw bytes so tests control every byt
 """
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -31,6 +32,31 @@ WAIT_SCALE = float(os.environ.get("PIER_TEST_WAIT_SCALE") or (10 if INSTRUMENTED
 def waiting(seconds):
     """A timeout for waiting on pier, scaled under instrumentation (WAIT_SCALE)."""
     return seconds * WAIT_SCALE
+
+# Ports a test must name before the server starts (a second listener, a port a reload moves to,
+# Prometheus, which cannot report a port it picked) come from below Linux's ephemeral range
+# (32768-60999): a port there is never handed to some client socket between the check and the
+# bind, which a port the kernel picked with bind(0) can be.
+_taken_ports = set()
+
+
+def free_port():
+    """A loopback TCP port in 20000-32767 that nothing listens on and this process has not
+    handed out before."""
+    for _ in range(1000):
+        port = random.randint(20000, 32767)
+        if port in _taken_ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _taken_ports.add(port)
+        return port
+    raise RuntimeError("no free port in 20000-32767")
+
 
 BASE_CONFIG = """environment: test
 listen:

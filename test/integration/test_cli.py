@@ -26,12 +26,7 @@ def write(tmp, name, text):
     return path
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+free_port = harness.free_port
 
 
 class ConfigErrors(unittest.TestCase):

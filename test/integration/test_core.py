@@ -288,10 +288,7 @@ class CoreTest(unittest.TestCase):
 class LogLevel(unittest.TestCase):
     def test_level_filters_access_lines(self):
         cfgtext = "listen: {host: 127.0.0.1, port: %d}\nprefix: /prod\nlog:\n  level: %s\n  format: %s\n"
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+        port = harness.free_port()
         with Pier(config=cfgtext % (port, "warn", "json"), port=port) as p:
             p.get("/prod/health", headers={"X-Request-Id": "hidden-1"})
             p.get("/prod/health", headers={"X-Request-Id": "hidden-2"})

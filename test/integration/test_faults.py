@@ -53,12 +53,7 @@ def one_request(port, timeout=3.0):
     return data.split(b"\r\n")[0].decode() if data else "eof"
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+free_port = harness.free_port
 
 
 class Faults(unittest.TestCase):

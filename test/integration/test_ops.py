@@ -32,12 +32,7 @@ def metric(text, name, **labels):
     return None
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+free_port = harness.free_port
 
 
 class Drain(unittest.TestCase):

@@ -84,12 +84,7 @@ SLOTS = {
 PREFIX = {"prod": "/prod", "staging": "/staging"}
 
 
-def free_port():
-    """A loopback port that was free a moment ago (for Prometheus, which has
-    no port-0 mode that reports the port back)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = harness.free_port
 
 
 def http_request(port, method, path, body=None, timeout=5):
