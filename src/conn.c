@@ -188,25 +188,28 @@ void pier__worker_config_changed(struct pier__worker *w) {
         heap_down(w, i);
 }
 
-/* Time the phase the session is in. A phase already timed keeps its start: only a new
- * request (or a new phase) restarts the clock. */
+/* Time the phase the session is in. A phase keeps its deadline while it lasts (dripping bytes
+ * buys nothing); a new phase or a new request starts a new one. A pipelined request follows the
+ * one before it in the same read, with no idle phase between: the count of answered requests
+ * tells it apart, and its headers get their own header_ms from its own start. */
 static void conn_track(struct pier__conn *c) {
     uint64_t start = pier_session_request_start(&c->s) / 1000000u;
+    int new_request = c->seen_requests != c->s.nrequests;
+    c->seen_requests = c->s.nrequests;
     switch (c->s.phase) {
     case PIER_PHASE_IDLE:
-        if (c->timer != T_IDLE || c->seen_requests != c->s.nrequests)
+        if (c->timer != T_IDLE || new_request)
             conn_deadline(c, T_IDLE, now_ms());
         break;
     case PIER_PHASE_HEADERS:
-        if (c->timer != T_HEADERS)
+        if (c->timer != T_HEADERS || new_request)
             conn_deadline(c, T_HEADERS, start ? start : now_ms());
         break;
     case PIER_PHASE_BODY:
-        if (c->timer != T_BODY)
+        if (c->timer != T_BODY || new_request)
             conn_deadline(c, T_BODY, start ? start : now_ms());
         break;
     }
-    c->seen_requests = c->s.nrequests;
 }
 
 /* ---- closing --------------------------------------------------------------------------- */

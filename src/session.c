@@ -519,11 +519,9 @@ static struct pier_session *of(llhttp_t *p) {
 static int head_too_big(struct pier_session *s) {
     struct pier_reqstate *rq = s->rq;
     size_t used = rq->head.len + 4u * rq->nhdr + 16u;
-    if (used <= (size_t)s->env->cfg->max_header_bytes && rq->nhdr < PIER_MAX_HEADERS)
+    if (used <= (size_t)s->env->cfg->max_header_bytes)
         return 0;
-    head_too_large(s, rq->nhdr >= PIER_MAX_HEADERS
-                          ? "too many header fields"
-                          : "request line and headers exceed limits.max_header_bytes");
+    head_too_large(s, "request line and headers exceed limits.max_header_bytes");
     return 1;
 }
 
@@ -569,6 +567,12 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
         goto trailer;
     }
     if (!(s->flags & PIER_S_IN_FIELD)) {
+        _Static_assert(PIER_MAX_HEADERS == 64, "the message below names the limit");
+        if (rq->nhdr >= PIER_MAX_HEADERS) { /* this field would be one too many */
+            s->flags |= PIER_S_IN_FIELDS;
+            head_too_large(s, "more than 64 header fields");
+            return HPE_PAUSED;
+        }
         s->flags |= PIER_S_IN_FIELD | PIER_S_IN_FIELDS;
         rq->field_off = (uint32_t)rq->head.len;
     }
@@ -1045,7 +1049,9 @@ int pier_session_feed(struct pier_session *s, const char *data, size_t len) {
 }
 
 int pier_session_timeout(struct pier_session *s) {
-    if (s->phase == PIER_PHASE_IDLE || (s->flags & PIER_S_CLOSE))
+    /* no request under way (idle, or not one byte of one yet): nothing to answer; nginx too
+     * closes a connection that never sent a request without a word */
+    if (s->phase == PIER_PHASE_IDLE || s->rq == NULL || (s->flags & PIER_S_CLOSE))
         return 1;
     int in_body = s->phase == PIER_PHASE_BODY;
     if (s->rq == NULL)

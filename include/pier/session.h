@@ -102,7 +102,8 @@ enum pier_feed_result {
 /* Feed received bytes; responses are appended to env->out. Returns a pier_feed_result and
  * sets env->fed to the bytes consumed. */
 int pier_session_feed(struct pier_session *s, const char *data, size_t len);
-/* A timeout fired: answer 408 into env->out when a request is under way (returns 1: close). */
+/* A timeout fired: answer 408 into env->out when a request is under way; a connection that
+ * has not begun one gets no answer (returns 1: close either way). */
 int pier_session_timeout(struct pier_session *s);
 /* Answer 503 Retry-After into env->out for a connection refused at max_connections. */
 void pier_session_overload(struct pier_session *s);

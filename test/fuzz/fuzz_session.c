@@ -9,7 +9,8 @@
  *   byte 0  flags: bits 0-1 pick one of four configs (see setup), bit 2 ends the input with a
  *           timeout (408 path), bit 3 runs it while the server is draining; bit 6 ('P'..'_')
  *           marks a valid request stream: the replay driver (not libFuzzer, whose mutations
- *           would break it) then also fails on any 4xx or 5xx answer
+ *           would break it) then also fails on any 4xx or 5xx answer; bit 7 turns keep-alive
+ *           off after the first read, as SIGUSR1 does in the middle of a pipeline
  *   byte 1  delivery: (byte & 63) bytes per read, 0 = everything in one read ('@' = 0x40)
  *   rest    what the client sends
  * A seed such as "0@GET /prod/health HTTP/1.1\r\n\r\n" is config 0, one read; "PA..." is a
@@ -129,6 +130,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         step = len ? len : 1;
 
     atomic_store(&app.lifecycle, (flags & 8) ? PIER_DRAINING : PIER_RUNNING);
+    atomic_store(&app.close_connections, 0);
     struct pier_env env;
     pier_env_init(&env, &cfgs[flags & 3], &app, metrics);
     struct pier_session s;
@@ -152,6 +154,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         check_output(&env.out, closing, must_succeed);
         pier_buf_reset(&env.out); /* written: as conn.c does, then feed the rest */
         off += r == PIER_FEED_PAUSE ? env.fed : n;
+        if (flags & 0x80) /* SIGUSR1 arrives between two reads */
+            atomic_store(&app.close_connections, 1);
     }
     if (!closing && (flags & 4)) {
         /* conn.c closes after any timeout; the session only has to say what to send */

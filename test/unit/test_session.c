@@ -160,6 +160,12 @@ int main(void) {
     CHECK_STR_CONTAINS(out, "HTTP/1.1 200 OK");
     pier_session_reset(&s);
 
+    /* timeout before the first byte: closed without an answer */
+    pier_session_init(&s, &env);
+    pier_buf_reset(&env.out);
+    CHECK(pier_session_timeout(&s) == 1 && env.out.len == 0);
+    pier_session_reset(&s);
+
     /* timeout while headers are incomplete: 408 */
     pier_session_init(&s, &env);
     feed(&s, "GET /prod/hea", &closing);
@@ -208,6 +214,26 @@ int main(void) {
         snprintf(big, max + 200, "GET /prod/health?%0*d HTTP/1.1\r\n\r\n", (int)max - 40, 0);
         CHECK(status_of(big, 0, &closing) == 400); /* parsed: refused for its missing Host */
         free(big);
+    }
+
+    /* header fields: 64 are accepted ("more than 64" is the limit), the 65th gets 431; the
+     * count holds however the head is split across reads */
+    {
+        char head[4096];
+        for (int fields = 63; fields <= 65; fields++) {
+            int n = snprintf(head, sizeof head, "GET /prod/health HTTP/1.1\r\nHost: a\r\n");
+            for (int i = 1; i < fields; i++) /* Host is the first field */
+                n += snprintf(head + n, sizeof head - (size_t)n, "X-%d: v\r\n", i);
+            snprintf(head + n, sizeof head - (size_t)n, "\r\n");
+            for (size_t step = 0; step <= 7; step += 7) {
+                int want = fields <= 64 ? 200 : 431;
+                int got = status_of(head, step, &closing);
+                if (got != want)
+                    fprintf(stderr, "  %d header fields (step %zu): %d, expected %d\n", fields,
+                            step, got, want);
+                CHECK(got == want && closing == (want == 431));
+            }
+        }
     }
 
     /* a fragment in the target */
