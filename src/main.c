@@ -47,6 +47,7 @@ static void print_errors(const char *file, const pier_buf_t *errors) {
 static int run(int argc, char **argv, const char **sets);
 
 int main(int argc, char **argv) {
+    pier_server_hold_signals();
     /* --set values are collected here; one owner, freed on every path */
     const char **sets = calloc((size_t)argc, sizeof *sets);
     if (sets == NULL)

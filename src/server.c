@@ -21,6 +21,8 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,32 +124,77 @@ static int unix_mode_group(const struct pier_config *cfg, mode_t *mode, gid_t *g
     return 0;
 }
 
-/* chmod and chgrp the socket file: at start, and when a reload changes mode or group. */
-static int unix_apply_perms(const struct pier_config *cfg, const char *path, char *err,
-                            size_t errsize) {
+/* The socket file's mode and group. Both are set through a descriptor opened on the path
+ * without following links and checked to be the very file pier bound (device and inode taken
+ * right after bind), so a file put in its place by someone else is never changed. */
+struct unix_perms {
+    mode_t mode;
+    gid_t gid;
+};
+
+/* chmod through the descriptor: fchmod() on the listening socket would change the socket
+ * object, not the file, and fchmodat(AT_EMPTY_PATH) needs Linux 6.6; /proc/self/fd/N names
+ * exactly the file the O_PATH descriptor holds. */
+static int chmod_fd(int fd, mode_t mode) {
+    char p[40];
+    snprintf(p, sizeof p, "/proc/self/fd/%d", fd);
+    return chmod(p, mode);
+}
+
+/* Give pier's socket file at `path` (dev, ino) mode `mode` and group `gid` ((gid_t)-1: keep
+ * it): both or neither. The group goes first, as it is what fails (pier not a member of it);
+ * when the mode then fails, the group is put back. *was, when not NULL, gets what the file
+ * had. `group` names the group in the message (NULL: its number). */
+static int unix_set_perms(const char *path, dev_t dev, ino_t ino, mode_t mode, gid_t gid,
+                          const char *group, struct unix_perms *was, char *err, size_t errsize) {
+    struct stat st;
+    int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errsize, "cannot open unix:%s to set its mode and group: %s", path,
+                 strerror(e));
+        return -e;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) || st.st_dev != dev || st.st_ino != ino) {
+        snprintf(err, errsize,
+                 "unix:%s is no longer the socket pier made (replaced or removed): its mode and "
+                 "group are left alone",
+                 path);
+        close(fd);
+        return -ESTALE;
+    }
+    if (was) {
+        was->mode = st.st_mode & 07777;
+        was->gid = st.st_gid;
+    }
+    int rc = 0;
+    int regroup = gid != (gid_t)-1 && gid != st.st_gid;
+    if (regroup && fchownat(fd, "", (uid_t)-1, gid, AT_EMPTY_PATH) != 0) {
+        rc = -errno;
+        char num[24];
+        snprintf(num, sizeof num, "%u", (unsigned)gid);
+        snprintf(err, errsize, "cannot give %s to group %s: %s (pier must be a member of it)", path,
+                 group ? group : num, strerror(-rc));
+    } else if ((st.st_mode & 07777) != mode && chmod_fd(fd, mode) != 0) {
+        rc = -errno;
+        snprintf(err, errsize, "cannot set mode %04o on %s: %s", (unsigned)mode, path,
+                 strerror(-rc));
+        if (regroup && fchownat(fd, "", (uid_t)-1, st.st_gid, AT_EMPTY_PATH) != 0) {
+            /* cannot happen: the group was ours to give a moment ago */
+        }
+    }
+    close(fd);
+    return rc;
+}
+
+static int open_unix_listener(const struct pier_config *cfg, int *out, dev_t *dev, ino_t *ino,
+                              char *err, size_t errsize) {
+    const char *path = cfg->listen_unix;
     mode_t mode;
     gid_t gid;
     int rc = unix_mode_group(cfg, &mode, &gid, err, errsize);
     if (rc != 0)
         return rc;
-    if (chmod(path, mode) != 0) {
-        rc = -errno;
-        snprintf(err, errsize, "cannot set mode %s on %s: %s", cfg->listen_unix_mode, path,
-                 strerror(errno));
-        return rc;
-    }
-    if (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) != 0) {
-        rc = -errno;
-        snprintf(err, errsize, "cannot give %s to group %s: %s (pier must be a member of it)", path,
-                 cfg->listen_unix_group, strerror(errno));
-        return rc;
-    }
-    return 0;
-}
-
-static int open_unix_listener(const struct pier_config *cfg, int *out, ino_t *ino, char *err,
-                              size_t errsize) {
-    const char *path = cfg->listen_unix;
     struct sockaddr_un sa;
     memset(&sa, 0, sizeof sa);
     sa.sun_family = AF_UNIX;
@@ -164,14 +211,20 @@ static int open_unix_listener(const struct pier_config *cfg, int *out, ino_t *in
             close(fd);
             return -EEXIST;
         }
-        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        int live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0;
-        int why = errno;
+        /* Is anyone there? Non-blocking: an owner alive but with a full queue answers EAGAIN
+         * at once, where a blocking connect would wait for it forever. */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int why = 0;
+        if (probe < 0 || connect(probe, (struct sockaddr *)&sa, sizeof sa) != 0)
+            why = errno;
         if (probe >= 0)
             close(probe);
+        int live = why == 0 || why == EAGAIN || why == EINPROGRESS;
         if (live || why != ECONNREFUSED) {
             snprintf(err, errsize, "cannot listen on unix:%s: %s", path,
-                     live ? "another process accepts connections on it" : strerror(why));
+                     why == 0 ? "another process accepts connections on it"
+                     : live   ? "another process listens on it (its connection queue is full)"
+                              : strerror(why));
             close(fd);
             return live ? -EADDRINUSE : -why;
         }
@@ -182,7 +235,13 @@ static int open_unix_listener(const struct pier_config *cfg, int *out, ino_t *in
         pier_log_str(&l, "path", path);
         pier_log_end(&l);
     }
-    int rc = unix_apply_perms(cfg, path, err, errsize);
+    /* the file bound a moment ago: what is chmod-ed, chgrp-ed and finally unlinked is this one */
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        goto fail;
+    *dev = st.st_dev;
+    *ino = st.st_ino;
+    rc = unix_set_perms(path, *dev, *ino, mode, gid, cfg->listen_unix_group, NULL, err, errsize);
     if (rc != 0) {
         unlink(path);
         close(fd);
@@ -194,8 +253,6 @@ static int open_unix_listener(const struct pier_config *cfg, int *out, ino_t *in
         errno = e;
         goto fail;
     }
-    struct stat st;
-    *ino = stat(path, &st) == 0 ? st.st_ino : 0;
     *out = fd;
     return 0;
 fail : {
@@ -212,7 +269,8 @@ static void unix_unlink(struct pier__server *srv) {
     struct stat st;
     if (srv->unix_fd < 0)
         return;
-    if (stat(srv->unix_path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_ino == srv->unix_ino)
+    if (lstat(srv->unix_path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == srv->unix_dev &&
+        st.st_ino == srv->unix_ino)
         unlink(srv->unix_path);
     close(srv->unix_fd);
     srv->unix_fd = -1;
@@ -520,6 +578,8 @@ struct reload_ctx {
     int fds[256]; /* PIER_APPLY_LISTEN: the new listeners, one per worker */
     int nfds;
     int port;
+    struct unix_perms unix_was; /* PIER_APPLY_UNIX_PERMS: what the socket file had */
+    int unix_set;
 };
 
 static int prepare_listen(struct reload_ctx *r, pier_buf_t *errors) {
@@ -550,23 +610,38 @@ static void commit_listen(struct reload_ctx *r) {
     r->nfds = 0;
 }
 
-/* listen.unix_mode/_group: chmod/chgrp the running socket; an error keeps the old config. */
+/* listen.unix_mode/_group: chmod/chgrp the running socket; an error keeps the old config,
+ * and leaves the file as it was (unix_set_perms changes both or neither). */
 static int prepare_unix_perms(struct reload_ctx *r, pier_buf_t *errors) {
+    struct pier__server *srv = r->srv;
     char err[512];
-    if (r->srv->unix_fd < 0)
+    mode_t mode;
+    gid_t gid;
+    if (srv->unix_fd < 0)
         return 0;
-    if (unix_apply_perms(r->cfg, r->cfg->listen_unix, err, sizeof err) != 0) {
+    if (unix_mode_group(r->cfg, &mode, &gid, err, sizeof err) != 0 ||
+        unix_set_perms(srv->unix_path, srv->unix_dev, srv->unix_ino, mode, gid,
+                       r->cfg->listen_unix_group, &r->unix_was, err, sizeof err) != 0) {
         pier_buf_printf(errors, "%s\n", err);
         return -1;
     }
+    r->unix_set = 1;
     return 0;
 }
 
-/* Put the old mode and group back when a later step fails. */
+/* A later step failed: put back the mode and group the file had. */
 static void abort_unix_perms(struct reload_ctx *r) {
+    struct pier__server *srv = r->srv;
     char err[512];
-    if (r->srv->unix_fd >= 0)
-        unix_apply_perms(r->old, r->old->listen_unix, err, sizeof err);
+    if (!r->unix_set)
+        return;
+    if (unix_set_perms(srv->unix_path, srv->unix_dev, srv->unix_ino, r->unix_was.mode,
+                       r->unix_was.gid, NULL, NULL, err, sizeof err) != 0) {
+        struct pier_logline l;
+        pier_log_begin(&l, PIER_LOG_ERROR, "cannot restore the socket's mode and group");
+        pier_log_str(&l, "error", err);
+        pier_log_end(&l);
+    }
 }
 
 static void commit_log(struct reload_ctx *r) {
@@ -720,6 +795,29 @@ static void on_hup(uv_signal_t *h, int signum) {
     reload(h->data);
 }
 
+/* Until their handlers are installed, SIGHUP, SIGUSR1 and SIGUSR2 would end the process by
+ * their default action: a reload or a keep-alive switch sent while pier starts would kill
+ * it. They are held (blocked) from main()'s first line; once the handlers are in place they
+ * are let through, and one that came meanwhile is handled then. */
+static void held_signals(sigset_t *set) {
+    sigemptyset(set);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGUSR1);
+    sigaddset(set, SIGUSR2);
+}
+
+void pier_server_hold_signals(void) {
+    sigset_t set;
+    held_signals(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+static void release_signals(void) {
+    sigset_t set;
+    held_signals(&set);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
 int pier_server_run(struct pier_config *cfg, const char *config_path, const char *const *sets,
                     size_t nsets) {
     struct pier__server srv;
@@ -758,7 +856,7 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
     }
 
     if (cfg->listen_unix[0] &&
-        open_unix_listener(cfg, &srv.unix_fd, &srv.unix_ino, err, sizeof err) != 0) {
+        open_unix_listener(cfg, &srv.unix_fd, &srv.unix_dev, &srv.unix_ino, err, sizeof err) != 0) {
         struct pier_logline l;
         pier_log_begin(&l, PIER_LOG_ERROR, "cannot start");
         pier_log_str(&l, "error", err);
@@ -787,6 +885,7 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
     uv_signal_start(&srv.sig_hup, on_hup, SIGHUP);
     uv_signal_start(&srv.sig_usr1, on_keepalive_signal, SIGUSR1);
     uv_signal_start(&srv.sig_usr2, on_keepalive_signal, SIGUSR2);
+    release_signals(); /* handled from here on; the workers inherit the mask */
 
     for (int i = 0; i < srv.nworkers; i++) {
         int wrc = worker_init(&srv, &srv.workers[i], i, fds[i]);

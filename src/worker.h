@@ -107,7 +107,8 @@ struct pier__server {
     struct pier__worker *workers;
     int nworkers;
     int unix_fd;    /* listen.unix: the socket workers hold duplicates of; -1 when none */
-    ino_t unix_ino; /* its file, so only our own file is unlinked */
+    dev_t unix_dev; /* its file, so only our own file is chmod-ed or unlinked */
+    ino_t unix_ino;
     char unix_path[108];
     int fds_at_rest; /* descriptors open once every worker is up, before any connection */
     atomic_int force_close;

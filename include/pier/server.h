@@ -15,6 +15,10 @@
 
 #include "pier/config.h"
 
+/* Hold SIGHUP, SIGUSR1 and SIGUSR2 until pier_server_run has installed their handlers (their
+ * default action would end the process while it starts). Call first thing in main(). */
+void pier_server_hold_signals(void);
+
 /* Run until shut down. Takes ownership of `cfg` (heap-allocated). Returns the exit code. */
 int pier_server_run(struct pier_config *cfg, const char *config_path, const char *const *sets,
                     size_t nsets);

@@ -10,6 +10,10 @@
  * than the main one sleep that long first — a worker woken by the control thread (reload,
  * drain) takes that long to notice, which opens race windows a test wants to hit every time.
  *
+ * A slow start-up: PIER_FAULT_BIND_DELAY_MS=ms makes every bind() sleep that long first, after
+ * writing "pier_fault: bind delayed" to stderr — a window, announced, in which a test can
+ * signal pier while it starts.
+ *
  * Not linked with a sanitizer: under an ASan pier it is loaded with
  * ASAN_OPTIONS=verify_asan_link_order=0 and forwards to ASan's allocator.
  */
@@ -22,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,6 +39,8 @@ static size_t fail_size;
 static long fail_from = 1, fail_times = 1;
 static atomic_long seen;
 static long wake_delay_ms;
+static long bind_delay_ms;
+static int (*real_bind)(int, const struct sockaddr *, socklen_t);
 
 /* dlsym may itself call calloc before real_calloc is known: serve those from here. */
 static char early[4096];
@@ -42,6 +49,7 @@ static size_t early_used;
 __attribute__((constructor)) static void fault_init(void) {
     real_calloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "calloc");
     real_read = (ssize_t(*)(int, void *, size_t))dlsym(RTLD_NEXT, "read");
+    real_bind = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "bind");
     const char *v = getenv("PIER_FAULT_CALLOC");
     if (v && strcmp(v, "conn") == 0)
         fail_size = sizeof(struct pier__conn);
@@ -53,6 +61,8 @@ __attribute__((constructor)) static void fault_init(void) {
         fail_times = atol(v);
     if ((v = getenv("PIER_FAULT_WAKE_DELAY_MS")) != NULL)
         wake_delay_ms = atol(v);
+    if ((v = getenv("PIER_FAULT_BIND_DELAY_MS")) != NULL)
+        bind_delay_ms = atol(v);
 }
 
 void *calloc(size_t n, size_t size) {
@@ -94,4 +104,15 @@ ssize_t read(int fd, void *buf, size_t count) {
         nanosleep(&ts, NULL);
     }
     return real_read(fd, buf, count);
+}
+
+int bind(int fd, const struct sockaddr *addr, socklen_t len) {
+    if (bind_delay_ms > 0) {
+        static const char msg[] = "pier_fault: bind delayed\n";
+        if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) { /* best effort */
+        }
+        struct timespec ts = {bind_delay_ms / 1000, (bind_delay_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return real_bind(fd, addr, len);
 }

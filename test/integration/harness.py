@@ -71,7 +71,8 @@ log:
 class Pier:
     """A running pier. Use as a context manager, or call start()/stop()."""
 
-    def __init__(self, config=BASE_CONFIG, env=None, args=(), config_path=None, port=None, nofile=None):
+    def __init__(self, config=BASE_CONFIG, env=None, args=(), config_path=None, port=None, nofile=None,
+                 user=None):
         # port: when the config names a fixed port and the "listening" line may be filtered
         # out by log.level, wait for the port to accept instead of reading the log.
         self.fixed_port = port
@@ -92,6 +93,7 @@ class Pier:
         self.env.update(env or {})
         self.args = list(args)
         self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) to start pier under, like prlimit
+        self.user = user  # a uid to run pier as (with setpriv; the caller must be root)
         self.proc = None
         self.port = None
         self.lines = []
@@ -101,6 +103,8 @@ class Pier:
     # -- lifecycle --------------------------------------------------------------
     def start(self, timeout=10.0):
         cmd = [PIER_BIN, "--config", self.config_path] + self.args
+        if self.user is not None:
+            cmd = ["setpriv", "--reuid=%d" % self.user, "--regid=%d" % self.user, "--clear-groups"] + cmd
         preexec = None
         if self.nofile:
             import resource

@@ -4,13 +4,17 @@
                                        the listener keeps accepting, the next clients are answered
   two port-changing reloads before  -> the port of the first reload is closed (refuses
   the workers wake up                  connections), the last one answers; nothing leaks
+  SIGHUP while pier starts (a slow  -> held, not fatal: pier starts and then reloads
+  bind)
 
 Run:  python3 test/integration/test_faults.py -v
       (PIER_BIN picks the binary, PIER_FAULT_LIB the library; ctest sets both)
 """
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import unittest
 
@@ -103,6 +107,41 @@ class Faults(unittest.TestCase):
             self.assertEqual(got, {"first": "refused", "abandoned": "refused", "final": "HTTP/1.1 200 OK"})
             # and pier holds no listening socket on the abandoned port (one per worker on c)
             self.assertEqual(p.listening_ports(), [c, c])
+
+    def test_sighup_while_starting_is_held_then_reloads(self):
+        # bind() takes a second (fault library), so SIGHUP lands while pier starts, before its
+        # handlers exist: by default it would end the process. pier holds it and reloads once up.
+        p = Pier(BASE_CONFIG, env=fault_env(PIER_FAULT_BIND_DELAY_MS=1000))
+        sent = []
+
+        def hup_while_binding():
+            deadline = time.time() + harness.waiting(10)
+            while time.time() < deadline and not sent:
+                with p.lock:
+                    binding = any("pier_fault: bind delayed" in line for line in p.lines)
+                if binding:
+                    p.signal(signal.SIGHUP)
+                    sent.append(time.time())
+                time.sleep(0.01)
+
+        t = threading.Thread(target=hup_while_binding)
+        t.start()
+        try:
+            try:
+                p.start()
+            except RuntimeError:
+                pass
+            t.join()
+            code = p.proc.poll()
+            print("SIGHUP during start-up: %s" % ("pier is running" if code is None else "pier exited with %s" % code))
+            self.assertTrue(sent, "pier never reached bind()")
+            self.assertIsNone(code, "SIGHUP during start-up ended pier (exit %s)" % code)
+            self.assertIsNotNone(p.wait_log(lambda j: j.get("msg") == "config reloaded", 5),
+                                 "the held SIGHUP was not handled once pier ran")
+            self.assertEqual(one_request(p.port), "HTTP/1.1 200 OK")
+        finally:
+            p.stop()
+
 
 if __name__ == "__main__":
     harness.main()

@@ -179,6 +179,30 @@ class Refusals(unittest.TestCase):
             self.assertEqual(unix_request(self.sock, "GET", "/prod/health").status, 200)
             self.assertIsNone(first.proc.poll())
 
+    def test_owner_with_a_full_queue_is_refused_at_once(self):
+        # the path's owner is alive but accepts nothing and its queue is full: a blocking
+        # probe would wait for it forever (with pier's TCP port already bound)
+        owner = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        owner.bind(self.sock)
+        owner.listen(0)
+        waiting = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        waiting.setblocking(False)
+        waiting.connect(self.sock)  # fills the queue of a backlog-0 listener
+        try:
+            t0 = time.time()
+            try:
+                code, err = run_pier(cfg(self.sock), self.tmp, timeout=harness.waiting(5))
+            except subprocess.TimeoutExpired:
+                code, err = None, "(still starting after %.0f s: killed)" % (time.time() - t0)
+            took = time.time() - t0
+            print("owner with a full queue: exit %s after %.2f s: %s" % (code, took, err.strip()))
+            self.assertEqual(code, 1, "pier hung on the socket's owner")
+            self.assertIn("cannot listen on unix:%s: another process listens on it (its connection queue is full)"
+                          % self.sock, err)
+        finally:
+            waiting.close()
+            owner.close()
+
     def test_stale_socket_of_a_killed_process_is_reused(self):
         p = Pier(cfg(self.sock)).start()
         p.proc.kill()  # kill -9: nothing unlinks the file
@@ -258,6 +282,50 @@ class ReloadAndDrain(unittest.TestCase):
             keep.sendall(build_request("GET", "/prod/health"))
             self.assertEqual(rd.next().status, 200, "an open connection survives both reloads")
             keep.close()
+
+    def test_refused_reload_leaves_mode_and_group_as_they_were(self):
+        # pier as nobody, not a member of group 0: the new group fails after the new mode
+        # could have been set; the reload is refused and the socket keeps 0660 and its group
+        if os.geteuid() != 0 or SETPRIV is None:
+            self.skipTest("needs root and setpriv to run pier as another user")
+        os.chmod(self.tmp, 0o755)
+        mine = os.path.join(self.tmp, "mine")
+        os.mkdir(mine, 0o755)
+        os.chown(mine, 65534, 65534)
+        sock = os.path.join(mine, "pier.sock")
+        conf = os.path.join(mine, "pier.yaml")
+        with open(conf, "w") as f:
+            f.write(cfg(sock, "  unix_mode: \"0660\"\n"))
+        p = Pier(None, config_path=conf, user=65534).start()
+        try:
+            before = os.stat(sock)
+            self.assertEqual((stat.S_IMODE(before.st_mode), before.st_gid), (0o660, 65534))
+            line = self.reload(p, cfg(sock, "  unix_mode: \"0666\"\n  unix_group: \"0\"\n"),
+                               "config reload failed")
+            after = os.stat(sock)
+            print("refused reload: %s; socket now %04o group %d" % (line.get("error"), stat.S_IMODE(after.st_mode), after.st_gid))
+            self.assertIn("cannot give %s to group 0" % sock, line.get("error", ""))
+            self.assertEqual((stat.S_IMODE(after.st_mode), after.st_gid, after.st_ino),
+                             (0o660, 65534, before.st_ino), "a refused reload changed the socket")
+            self.assertEqual(unix_request(sock, "GET", "/prod/health").status, 200)
+        finally:
+            p.stop()
+
+    def test_reload_never_touches_a_file_put_in_place_of_the_socket(self):
+        with Pier(cfg(self.sock)) as p:
+            os.unlink(self.sock)  # someone else's socket now lives at the path
+            other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            other.bind(self.sock)
+            os.chmod(self.sock, 0o600)
+            try:
+                line = self.reload(p, cfg(self.sock, "  unix_mode: \"0666\"\n"), "config reload")
+                mode = stat.S_IMODE(os.stat(self.sock).st_mode)
+                print("reload after the path was replaced: %r; the other file is %04o" % (line.get("msg"), mode))
+                self.assertEqual(mode, 0o600, "pier changed a socket file that is not its own")
+                self.assertEqual(line.get("msg"), "config reload failed; keeping the running config")
+                self.assertIn("is no longer the socket pier made", line.get("error", ""))
+            finally:
+                other.close()
 
     def test_drain_removes_the_file_and_finishes_in_flight_requests(self):
         with Pier(cfg(self.sock, "") + "shutdown:\n  grace_ms: 0\n  drain_ms: 5000\n") as p:
