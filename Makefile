@@ -8,8 +8,9 @@ FUZZ_SECONDS ?= 30
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 # Every tool a ctest test runs besides pier (test_nginx, test_prometheus and test_ops'
-# promtool, test_slowhttptest): installed by `make test`, so no test is skipped.
-TEST_TOOLS = nginx prometheus slowhttptest
+# promtool, test_slowhttptest, test_wakeups' strace): installed by `make test`, so no test is
+# skipped.
+TEST_TOOLS = nginx prometheus slowhttptest strace
 
 .PHONY: all deps test-deps build build-asan build-tsan run test test-default test-asan tsan bench bench-smoke fuzz memcheck format clean
 

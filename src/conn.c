@@ -16,8 +16,11 @@
  * connection owns until it drains, and reading pauses meanwhile (backpressure).
  *
  * Deadlines: each connection has one absolute deadline — when its phase (idle, headers, body,
- * write, linger) began plus that phase's timeout — in the worker's min-heap (src/worker.h);
- * the tick closes or answers 408 to whatever is due. A reload recomputes them all.
+ * write, linger) began plus that phase's timeout — in the worker's min-heap (src/worker.h).
+ * One timer is due at the heap's top (no periodic tick: a worker with only idle connections
+ * sleeps until the nearest deadline); it closes or answers 408 to whatever is due, then is
+ * set to the next. A deadline set earlier than the timer moves the timer; one that moves
+ * later lets it fire early once, find nothing due and move on. A reload recomputes them all.
  *
  * Pipelining: a read full of small requests could turn into megabytes of responses (64 KiB
  * of "GET /metrics" is 2,000 answers). The session stops at a request boundary once 256 KiB
@@ -42,7 +45,7 @@
 #include "worker.h"
 
 #define LINGER_MS       2000
-#define TICK_MS         100
+#define LOG_FLUSH_MS    100 /* access-log lines wait at most this long for their write */
 #define ACCEPT_BATCH    64  /* connections accepted per wake-up, so one listener cannot starve */
 #define ACCEPT_PAUSE_MS 500 /* nginx waits 500 ms too */
 #define WRITE_CHUNK     (1u << 30) /* uv_buf_t lengths are unsigned int: write in 1 GiB pieces */
@@ -161,6 +164,21 @@ static int heap_reserve(struct pier__worker *w) {
     return 0;
 }
 
+static void on_deadline(uv_timer_t *t);
+
+/* Have the timer fire by the heap's top deadline. A timer already due at or before it stays:
+ * when it fires it finds what is due and is set again. */
+static void deadline_timer_arm(struct pier__worker *w) {
+    if (w->heap_len == 0)
+        return;
+    uint64_t due = w->heap[0]->deadline_ms;
+    if (w->deadline_timer_ms != 0 && w->deadline_timer_ms <= due)
+        return;
+    uint64_t now = now_ms();
+    uv_timer_start(&w->deadline_timer, on_deadline, due > now ? due - now : 0, 0);
+    w->deadline_timer_ms = due;
+}
+
 /* Start timing phase `timer` from `since` (monotonic ms). */
 static void conn_deadline(struct pier__conn *c, int timer, uint64_t since) {
     struct pier__worker *w = c->w;
@@ -175,6 +193,7 @@ static void conn_deadline(struct pier__conn *c, int timer, uint64_t since) {
         heap_up(w, c->heap_index);
         heap_down(w, c->heap_index);
     }
+    deadline_timer_arm(w);
 }
 
 /* A reload changed the worker's config: every deadline is recomputed from when its phase
@@ -186,6 +205,7 @@ void pier__worker_config_changed(struct pier__worker *w) {
     }
     for (size_t i = w->heap_len / 2; i-- > 0;)
         heap_down(w, i);
+    deadline_timer_arm(w);
 }
 
 /* Time the phase the session is in. A phase keeps its deadline while it lasts (dripping bytes
@@ -236,7 +256,8 @@ static void on_closed(uv_handle_t *h) {
     atomic_fetch_sub_explicit(&w->server->connections, 1, memory_order_relaxed);
     if (w->nconns == 0) {
         pier_env_flush_log(&w->env);
-        uv_timer_stop(&w->tick);
+        uv_timer_stop(&w->deadline_timer); /* nothing is due any more */
+        w->deadline_timer_ms = 0;
         pier__worker_maybe_finish(w);
     }
 }
@@ -462,8 +483,6 @@ static void fill_peer(struct pier__conn *c) {
     }
 }
 
-static void worker_tick(uv_timer_t *handle);
-
 /* A client we cannot take (no memory for it): close it, so it learns at once instead of
  * waiting in the backlog, and say so — at most once a second, with how many were shed. */
 static void accept_shed(struct pier__worker *w, int fd, int err) {
@@ -510,8 +529,6 @@ static void accept_one(struct pier__worker *w, int fd, int is_unix) {
     pier_counter_add(&w->metrics.connections_active, 1);
     pier_counter_add(&w->metrics.connections_total, 1);
     int open = atomic_fetch_add_explicit(&srv->connections, 1, memory_order_relaxed) + 1;
-    if (w->nconns == 1)
-        uv_timer_start(&w->tick, worker_tick, TICK_MS, TICK_MS);
     pier_session_init(&c->s, &w->env);
     if (is_unix) {
         c->s.peer.family = 1;
@@ -641,9 +658,11 @@ void pier__worker_close_listener(struct pier__worker *w) {
 
 /* ---- worker housekeeping --------------------------------------------------------------- */
 
-static void worker_tick(uv_timer_t *handle) {
-    struct pier__worker *w = handle->data;
+/* The timer is due: handle every deadline that has passed, then set it to the next one. */
+static void on_deadline(uv_timer_t *t) {
+    struct pier__worker *w = t->data;
     uint64_t now = now_ms();
+    w->deadline_timer_ms = 0;
     /* every branch takes c out of the heap or gives it a later deadline */
     while (w->heap_len > 0 && w->heap[0]->deadline_ms <= now) {
         struct pier__conn *c = w->heap[0];
@@ -655,7 +674,41 @@ static void worker_tick(uv_timer_t *handle) {
             conn_close(c);
         }
     }
+    deadline_timer_arm(w);
+}
+
+static void on_log_timer(uv_timer_t *t) {
+    struct pier__worker *w = t->data;
     pier_env_flush_log(&w->env);
+}
+
+/* After each turn of the loop: access-log lines written into the batch are written out
+ * LOG_FLUSH_MS later, together with whatever joins them meanwhile (one write(2) per batch). A
+ * worker that logs nothing sets no timer. */
+static void on_log_check(uv_check_t *h) {
+    struct pier__worker *w = h->data;
+    if (w->env.logbatch.len > 0 && !uv_is_active((uv_handle_t *)&w->log_timer))
+        uv_timer_start(&w->log_timer, on_log_timer, LOG_FLUSH_MS, 0);
+}
+
+void pier__worker_timers_init(struct pier__worker *w) {
+    uv_timer_init(&w->loop, &w->deadline_timer);
+    w->deadline_timer.data = w;
+    w->deadline_timer_ms = 0;
+    uv_timer_init(&w->loop, &w->log_timer);
+    w->log_timer.data = w;
+    uv_check_init(&w->loop, &w->log_check);
+    w->log_check.data = w;
+    uv_check_start(&w->log_check, on_log_check);
+    uv_timer_init(&w->loop, &w->accept_timer);
+    w->accept_timer.data = w;
+}
+
+void pier__worker_timers_close(struct pier__worker *w, uv_close_cb done) {
+    uv_close((uv_handle_t *)&w->deadline_timer, done);
+    uv_close((uv_handle_t *)&w->log_timer, done);
+    uv_close((uv_handle_t *)&w->log_check, done);
+    uv_close((uv_handle_t *)&w->accept_timer, done);
 }
 
 unsigned pier__worker_close_all(struct pier__worker *w) {

@@ -346,10 +346,7 @@ void pier__worker_maybe_finish(struct pier__worker *w) {
     if (!w->draining || w->stopping || w->nconns > 0 || w->listener || w->unix_listener)
         return;
     w->stopping = 1;
-    uv_timer_stop(&w->tick);
-    uv_timer_stop(&w->accept_timer);
-    uv_close((uv_handle_t *)&w->tick, worker_handle_closed);
-    uv_close((uv_handle_t *)&w->accept_timer, worker_handle_closed);
+    pier__worker_timers_close(w, worker_handle_closed);
     uv_close((uv_handle_t *)&w->wake, worker_handle_closed);
 }
 
@@ -440,10 +437,7 @@ static int worker_init(struct pier__server *srv, struct pier__worker *w, int id,
     srv->app.worker_metrics[id] = &w->metrics;
     uv_async_init(&w->loop, &w->wake, worker_on_wake);
     w->wake.data = w;
-    uv_timer_init(&w->loop, &w->tick);
-    w->tick.data = w;
-    uv_timer_init(&w->loop, &w->accept_timer);
-    w->accept_timer.data = w;
+    pier__worker_timers_init(w);
     return pier__worker_listen(w, fd, 0);
 }
 

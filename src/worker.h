@@ -8,7 +8,8 @@
  *
  * Deadlines: every open connection has one absolute deadline (monotonic ms) computed from the
  * moment its phase began and the phase's duration in the worker's current config, kept in a
- * binary min-heap per worker. When a reload changes a timeout, every waiting connection's
+ * binary min-heap per worker; one timer is due at the heap's top, so an idle worker sleeps
+ * until the nearest deadline. When a reload changes a timeout, every waiting connection's
  * deadline is recomputed and the heap rebuilt, so the new value applies to new and waiting
  * connections at once and no connection waits behind another.
  */
@@ -65,9 +66,12 @@ struct pier__worker {
     uv_loop_t loop;
     uv_thread_t thread;
     uv_async_t wake;
-    uv_timer_t tick;                      /* sweeps expired deadlines while there are connections */
-    uv_timer_t accept_timer;              /* resumes accepting after an EMFILE/ENFILE pause */
-    struct pier__listener *listener;      /* TCP */
+    uv_timer_t deadline_timer;       /* due at the nearest deadline in the heap */
+    uint64_t deadline_timer_ms;      /* the deadline it is armed for; 0 when it is not */
+    uv_timer_t log_timer;            /* writes the access-log batch soon after its first line */
+    uv_check_t log_check;            /* after each loop turn: starts log_timer if lines wait */
+    uv_timer_t accept_timer;         /* resumes accepting after an EMFILE/ENFILE pause */
+    struct pier__listener *listener; /* TCP */
     struct pier__listener *unix_listener; /* listen.unix, when set */
     const struct pier_config *cfg;
     /* The config this worker may still read; the control thread frees older ones. */
@@ -120,6 +124,8 @@ struct pier__server {
 };
 
 /* conn.c: the worker loop's side. */
+void pier__worker_timers_init(struct pier__worker *w);
+void pier__worker_timers_close(struct pier__worker *w, uv_close_cb done);
 int pier__worker_listen(struct pier__worker *w, int fd, int is_unix);
 void pier__worker_close_listener(struct pier__worker *w);
 void pier__worker_config_changed(struct pier__worker *w);
