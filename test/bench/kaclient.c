@@ -1,12 +1,18 @@
-/* kaclient — the benchmark's two small measuring tools, in one binary.
+/* kaclient — the benchmark's small measuring tools, in one binary.
  *
- *   kaclient run PORT PATH N
- *       Open one keep-alive connection to 127.0.0.1:PORT and send N `GET PATH` requests one
- *       after another (each waits for its whole response, as wrk does per connection). Used
- *       for the deterministic instructions-per-request figure: run it under a server started
- *       by callgrind with N = 1,000 and N = 11,000 and subtract. Retries the connect for up to
- *       60 s, because a server under valgrind takes seconds to start. Exit 0 when every
+ *   kaclient run PORT PATH N [CONNS]
+ *       Open CONNS (default 1) keep-alive connections to 127.0.0.1:PORT and send N `GET PATH`
+ *       requests in all, each connection keeping one request in flight (as wrk does). Used for
+ *       the deterministic instructions-per-request figure: run it under a server started by
+ *       callgrind with N = 1,000 and N = 11,000 and subtract. Retries the first connect for up
+ *       to 60 s, because a server under valgrind takes seconds to start. Exit 0 when every
  *       response was 2xx.
+ *
+ *   kaclient idle PORT PATH N STEP PID...
+ *       Open N keep-alive connections, STEP at a time; each sends one `GET PATH` and reads its
+ *       2xx answer, then stays open and idle. Before the first and after each step it reads the
+ *       summed VmRSS of the PIDs (the server's processes) and prints "conns rss_kib"; the last
+ *       line is "slope BYTES", the least-squares bytes of server RSS per idle connection.
  *
  *   kaclient start PORT PATH PIDFILE LOGFILE -- COMMAND [ARGS...]
  *       fork + exec COMMAND (stdout and stderr to LOGFILE), then poll 127.0.0.1:PORT with
@@ -20,10 +26,12 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <time.h>
@@ -100,33 +108,146 @@ static int read_response(int fd, char *buf, size_t size, size_t *have) {
     }
 }
 
-static int run(int port, const char *path, long n) {
+static int request_for(char *req, size_t size, const char *path, int port) {
+    return snprintf(req, size, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", path, port);
+}
+
+/* 10,000 idle connections need more descriptors than the usual soft limit of 1,024. */
+static void raise_fd_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+struct ka_conn {
+    int fd;
+    size_t have;
+    char buf[1 << 14];
+};
+
+static int run(int port, const char *path, long n, int conns) {
     char req[512];
-    int len =
-        snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", path, port);
-    int fd = -1;
+    int len = request_for(req, sizeof req, path, port);
+    if (conns < 1 || conns > 1024 || n < conns) {
+        fprintf(stderr, "kaclient: run needs 1 <= CONNS <= 1024 and N >= CONNS\n");
+        return 2;
+    }
+    struct ka_conn *c = calloc((size_t)conns, sizeof *c);
+    struct pollfd *pfd = calloc((size_t)conns, sizeof *pfd);
+    if (!c || !pfd)
+        return 1;
     double give_up = now_ms() + 60000;
-    while ((fd = dial(port)) < 0) {
-        if (now_ms() > give_up) {
-            fprintf(stderr, "kaclient: cannot connect to 127.0.0.1:%d\n", port);
-            return 1;
+    for (int i = 0; i < conns; i++) {
+        while ((c[i].fd = dial(port)) < 0) {
+            if (now_ms() > give_up) {
+                fprintf(stderr, "kaclient: cannot connect to 127.0.0.1:%d\n", port);
+                return 1;
+            }
+            usleep(20000);
         }
-        usleep(20000);
+        pfd[i].fd = c[i].fd;
+        pfd[i].events = POLLIN;
     }
-    static char buf[1 << 16];
-    size_t have = 0;
-    for (long i = 0; i < n; i++) {
-        if (send_all(fd, req, (size_t)len) != 0) {
-            fprintf(stderr, "kaclient: write failed after %ld requests\n", i);
+    long sent = 0, done = 0;
+    for (int i = 0; i < conns; i++, sent++)
+        if (send_all(c[i].fd, req, (size_t)len) != 0) {
+            fprintf(stderr, "kaclient: write failed\n");
             return 1;
         }
-        int status = read_response(fd, buf, sizeof buf, &have);
-        if (status < 200 || status > 299) {
-            fprintf(stderr, "kaclient: request %ld: status %d\n", i, status);
+    while (done < n) {
+        if (poll(pfd, (nfds_t)conns, 60000) <= 0) {
+            fprintf(stderr, "kaclient: no answer for 60 s after %ld responses\n", done);
             return 1;
+        }
+        for (int i = 0; i < conns; i++) {
+            if (!pfd[i].revents)
+                continue;
+            /* one response per wakeup: each connection has exactly one request in flight */
+            int status = read_response(c[i].fd, c[i].buf, sizeof c[i].buf, &c[i].have);
+            if (status < 200 || status > 299) {
+                fprintf(stderr, "kaclient: response %ld: status %d\n", done, status);
+                return 1;
+            }
+            done++;
+            if (sent < n) {
+                if (send_all(c[i].fd, req, (size_t)len) != 0) {
+                    fprintf(stderr, "kaclient: write failed after %ld responses\n", done);
+                    return 1;
+                }
+                sent++;
+            } else {
+                pfd[i].fd = -1; /* this connection is finished */
+            }
         }
     }
-    close(fd);
+    for (int i = 0; i < conns; i++)
+        close(c[i].fd);
+    free(c);
+    free(pfd);
+    return 0;
+}
+
+static long rss_kib(char **pids, int npids) {
+    long total = 0;
+    for (int i = 0; i < npids; i++) {
+        char path[64], line[256];
+        snprintf(path, sizeof path, "/proc/%s/status", pids[i]);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            return -1;
+        long kib = -1;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "VmRSS: %ld", &kib) == 1)
+                break;
+        fclose(f);
+        if (kib < 0)
+            return -1;
+        total += kib;
+    }
+    return total;
+}
+
+static int idle(int port, const char *path, long n, long step, char **pids, int npids) {
+    char req[512], buf[8192];
+    int len = request_for(req, sizeof req, path, port);
+    if (n < 1 || step < 1 || n / step < 2 || n / step > 1000) {
+        fprintf(stderr, "kaclient: idle needs 2 to 1000 steps\n");
+        return 2;
+    }
+    raise_fd_limit();
+    double sx = 0, sy = 0, sxx = 0, sxy = 0;
+    int points = 0;
+    for (long open_now = 0;; open_now += step) {
+        usleep(300000); /* let the server finish its accept and read callbacks */
+        long kib = rss_kib(pids, npids);
+        if (kib < 0) {
+            fprintf(stderr, "kaclient: cannot read the server's RSS (did it exit?)\n");
+            return 1;
+        }
+        printf("%ld %ld\n", open_now, kib);
+        double x = (double)open_now, y = (double)kib * 1024;
+        sx += x, sy += y, sxx += x * x, sxy += x * y, points++;
+        if (open_now + step > n)
+            break;
+        for (long i = 0; i < step; i++) {
+            int fd = dial(port);
+            size_t have = 0;
+            int status = fd < 0 ? -1
+                         : send_all(fd, req, (size_t)len) != 0
+                             ? -1
+                             : read_response(fd, buf, sizeof buf, &have);
+            if (status < 200 || status > 299) {
+                fprintf(stderr, "kaclient: idle connection %ld: %s %d\n", open_now + i,
+                        fd < 0 ? strerror(errno) : "status", status);
+                return 1;
+            }
+            /* left open on purpose: the process exit closes them all */
+        }
+    }
+    double slope = (points * sxy - sx * sy) / (points * sxx - sx * sx);
+    printf("slope %.0f\n", slope);
     return 0;
 }
 
@@ -146,8 +267,7 @@ static int probe_once(int port, const char *req, size_t len) {
 static int start(int port, const char *path, const char *pidfile, const char *logfile,
                  char **argv) {
     char req[512];
-    int len =
-        snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", path, port);
+    int len = request_for(req, sizeof req, path, port);
     int logfd = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (logfd < 0) {
         perror(logfile);
@@ -183,11 +303,14 @@ static int start(int port, const char *path, const char *pidfile, const char *lo
 }
 
 int main(int argc, char **argv) {
-    if (argc == 5 && strcmp(argv[1], "run") == 0)
-        return run(atoi(argv[2]), argv[3], atol(argv[4]));
+    if ((argc == 5 || argc == 6) && strcmp(argv[1], "run") == 0)
+        return run(atoi(argv[2]), argv[3], atol(argv[4]), argc == 6 ? atoi(argv[5]) : 1);
+    if (argc >= 7 && strcmp(argv[1], "idle") == 0)
+        return idle(atoi(argv[2]), argv[3], atol(argv[4]), atol(argv[5]), argv + 6, argc - 6);
     if (argc >= 8 && strcmp(argv[1], "start") == 0 && strcmp(argv[6], "--") == 0)
         return start(atoi(argv[2]), argv[3], argv[4], argv[5], argv + 7);
-    fprintf(stderr, "usage: kaclient run PORT PATH N\n"
+    fprintf(stderr, "usage: kaclient run PORT PATH N [CONNS]\n"
+                    "       kaclient idle PORT PATH N STEP PID...\n"
                     "       kaclient start PORT PATH PIDFILE LOGFILE -- COMMAND [ARGS...]\n");
     return 2;
 }

@@ -11,21 +11,30 @@
 #      idle and after the 1000-connection run. pier with `workers: auto` runs too.
 #   2. nginx as a reverse proxy in front of pier against nginx answering alone; the proxy
 #      to pier over TCP loopback and over a Unix socket (listen.unix), alternated per round.
+#      The floor (test/bench/floor.c: one epoll loop, one read and one write of pier's own
+#      answer per request, no parsing) runs in the same alternation: CPU per request against it
+#      is what pier's parsing, routing and bookkeeping cost.
 #   3. Instructions per request under callgrind: (Ir(N+1000) - Ir(1000)) / N, with N
-#      keep-alive GETs on one connection (test/bench/kaclient.c), pier and nginx
-#      (`master_process off; daemon off;`), access log off and on.
-# It prints a table of medians and the ratios pier/nginx and writes it, with every raw
-# figure, to test/bench/results/. It reports; it never fails on a figure.
+#      keep-alive GETs over 1 and over 8 connections (test/bench/kaclient.c), pier and nginx
+#      (`master_process off; daemon off;`), access log off and on, alternated, per round.
+#   4. Bytes per idle keep-alive connection: the least-squares slope of the server's RSS while
+#      10,000 connections are opened, each answered once and then left idle (pier, nginx).
+# It prints a table of medians, the ratios and the issue's targets, and writes it, with every
+# raw figure, to test/bench/results/. It never fails on a figure; it fails (exit 1, naming
+# what) when a measurement could not be taken.
 #
 # Environment:
 #   PIER_BIN         the pier binary (default build/default/pier; `make bench` builds it)
 #   BENCH_SMOKE=1    a short run that only proves the benchmark works (CI): 1 round of 1 s
-#                    at 64 connections, callgrind over 200 requests, pier and nginx log off
+#                    at 64 connections, callgrind over 200 requests, pier and nginx log off,
+#                    idle slope over 1,000 connections
 #   BENCH_ROUNDS     rounds of alternation (default 3)
 #   BENCH_DURATION   seconds per wrk run (default 5)
 #   BENCH_CONNS      wrk connection counts (default "64 1000")
 #   BENCH_SERVERS    which servers of part 1 to run (default: all of them, see SERVERS below)
-#   BENCH_PARTS      which parts to run (default "wrk proxy callgrind")
+#   BENCH_PARTS      which parts to run (default "wrk proxy callgrind idle")
+#   BENCH_CG_CONNS   connection counts of part 3 (default "1 8")
+#   BENCH_IDLE_N     idle connections of part 4 (default 10000, in 10 steps)
 #   BENCH_WRK_HEADER an extra header for wrk, e.g. "Connection: close" (connection churn)
 set -euo pipefail
 
@@ -38,21 +47,29 @@ if [ "$SMOKE" = 1 ]; then
     CG_N=${BENCH_CALLGRIND_N:-200}
     CG_BASE=100
     CONNS=${BENCH_CONNS:-64}
+    IDLE_N=${BENCH_IDLE_N:-1000}
 else
     ROUNDS=${BENCH_ROUNDS:-3}
     DURATION=${BENCH_DURATION:-5}
     CG_N=${BENCH_CALLGRIND_N:-10000}
     CG_BASE=1000
     CONNS=${BENCH_CONNS:-64 1000}
+    IDLE_N=${BENCH_IDLE_N:-10000}
 fi
-SERVERS=${BENCH_SERVERS:-pier-on nginx-on pier-off nginx-off pier-auto}
-PARTS=${BENCH_PARTS:-wrk proxy callgrind}
+CG_CONNS=${BENCH_CG_CONNS:-1 8}
+SERVERS=${BENCH_SERVERS:-pier-on nginx-on pier-off nginx-off floor pier-auto}
+PARTS=${BENCH_PARTS:-wrk proxy callgrind idle}
 WRK_HEADER=${BENCH_WRK_HEADER:-}
 PREFIX=/prod
 HEALTH=$PREFIX/health
 CLK_TCK=$(getconf CLK_TCK)
 
 log() { printf 'bench: %s\n' "$*" >&2; }
+FAILURES=()
+fail() { # a measurement that could not be taken: said now, and again at the end (exit 1)
+    FAILURES+=("$*")
+    log "FAILED: $*"
+}
 
 # ---- tools --------------------------------------------------------------------------------
 
@@ -92,7 +109,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 KACLIENT=$TMP/kaclient
+FLOOR=$TMP/floor
 cc -O2 -Wall -Wextra -o "$KACLIENT" "$ROOT/test/bench/kaclient.c"
+cc -O2 -Wall -Wextra -o "$FLOOR" "$ROOT/test/bench/floor.c"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # a loopback port no socket uses, below the ephemeral range (wrk's own ports live there)
@@ -121,8 +140,10 @@ for _ in $(seq 1 100); do
     BODY=$(curl -fsS "http://127.0.0.1:$body_port$HEALTH" 2>/dev/null) && break
     sleep 0.05
 done
+# the floor answers with pier's whole response, head and body, byte for byte
+curl -fsSi "http://127.0.0.1:$body_port$HEALTH" >"$TMP/floor-response" 2>/dev/null || true
 stop_pid "$body_pid"
-if [ -z "$BODY" ]; then
+if [ -z "$BODY" ] || [ ! -s "$TMP/floor-response" ]; then
     log "pier did not answer $HEALTH; its output:"
     cat "$TMP/body-pier.log" >&2
     exit 1
@@ -164,7 +185,7 @@ worker_processes $workers;
 worker_rlimit_nofile 65536;
 pid $dir/nginx.pid;
 error_log $dir/error.log;
-events { worker_connections 8192; }
+events { worker_connections ${NGINX_CONNECTIONS:-8192}; }
 http {
   $access
   keepalive_requests 1000000;
@@ -201,6 +222,8 @@ server_cmd() {
         printf '%s\n' "$PIER_BIN" --config "$ROOT/config/pier/prod.yaml" \
             --set listen.host=127.0.0.1 --set "listen.port=$port" \
             --set "log.access=$access" --set "workers=$workers"
+        # part 4 holds 10,000 idle connections, the default limit
+        [ -n "${PIER_MAX_CONNECTIONS:-}" ] && printf '%s\n' --set "limits.max_connections=$PIER_MAX_CONNECTIONS"
         # part 2: pier also on a Unix socket, for nginx -> pier over it (0666: nginx's workers
         # run as nobody when the benchmark runs as root)
         [ -n "${PIER_UNIX_SOCK:-}" ] && printf '%s\n' --set "listen.unix=$PIER_UNIX_SOCK" --set listen.unix_mode=0666
@@ -208,6 +231,9 @@ server_cmd() {
     nginx-on | nginx-off)
         nginx_conf "$dir/nginx.conf" "$port" 1 "${name#nginx-}" return
         printf '%s\n' "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
+        ;;
+    floor)
+        printf '%s\n' "$FLOOR" "$port" "$TMP/floor-response"
         ;;
     *)
         log "unknown server $name"
@@ -273,7 +299,11 @@ run_wrk() {
     p99=$(to_ms "$(echo "$out" | awk '$1=="99%"{print $2}')")
     errs=$(echo "$out" | awk '/Non-2xx|Socket errors/{printf "%s ", $0}')
     if [ -z "$reqs" ] || [ "$reqs" = 0 ]; then
-        log "$label c=$conns: wrk counted no request: $out"
+        fail "$label c=$conns round $round: wrk counted no request: $out"
+        return 0
+    fi
+    if [[ "$out" == *Non-2xx* ]]; then
+        fail "$label c=$conns round $round: answers that were not 2xx: $errs"
         return 0
     fi
     cpu_us=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN{printf "%.3f", t*1e6/hz/n}')
@@ -293,7 +323,7 @@ start_server() {
     mapfile -t cmd < <(server_cmd "$name" "$SRV_PORT" "$dir")
     ms=$("$KACLIENT" start "$SRV_PORT" "$HEALTH" "$dir/pid" "$dir/out.log" -- "${cmd[@]}") || {
         [ -s "$dir/pid" ] && PIDS+=("$(cat "$dir/pid")") && stop_pid "$(cat "$dir/pid")"
-        log "$name did not start; its output:"
+        fail "$name (round $round) did not start; its output follows"
         cat "$dir/out.log" "$dir/error.log" >&2 2>/dev/null || true
         return 1
     }
@@ -372,17 +402,17 @@ fi
 
 # ---- part 3: instructions per request (callgrind) -----------------------------------------
 
-# callgrind_ir N -- CMD... -> total Ir of CMD serving N keep-alive requests
+# callgrind_ir N CONNS PORT DIR -- CMD... -> total Ir of CMD serving N keep-alive requests over
+# CONNS connections; prints nothing when the client did not get N 2xx answers
 callgrind_ir() {
-    local n=$1 port=$2 dir=$3
-    shift 4
-    local f=$dir/cg.$n.out pid
+    local n=$1 conns=$2 port=$3 dir=$4
+    shift 5
+    local f=$dir/cg.$n.out pid ok=1
+    rm -f "$f"
     valgrind --tool=callgrind --callgrind-out-file="$f" "$@" >"$dir/cg.$n.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
-    if ! "$KACLIENT" run "$port" "$HEALTH" "$n" >&2; then
-        log "callgrind run of $n requests failed"
-    fi
+    "$KACLIENT" run "$port" "$HEALTH" "$n" "$conns" >&2 || ok=0
     # a signal can land while valgrind is not ready to deliver it (nginx then never sees
     # it): repeat it every second until the server is gone; KILL after 30 s
     for _ in $(seq 1 30); do
@@ -394,37 +424,70 @@ callgrind_ir() {
     done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" || true
-    awk '/^summary:/{print $2}' "$f"
+    [ "$ok" = 1 ] && [ -s "$f" ] && awk '/^summary:/{print $2}' "$f"
+    return 0
 }
 
 if [[ " $PARTS " == *" callgrind "* ]]; then
     if ! command -v valgrind >/dev/null 2>&1; then
-        log "part 3 skipped: no valgrind"
+        fail "part 3: no valgrind"
     else
-        log "part 3: callgrind, (Ir($((CG_N + CG_BASE))) - Ir($CG_BASE)) / $CG_N on one keep-alive connection"
+        log "part 3: callgrind, (Ir($((CG_N + CG_BASE))) - Ir($CG_BASE)) / $CG_N over $CG_CONNS keep-alive connection(s), ${ROUNDS} round(s)"
         cg_list="pier-off nginx-off pier-on nginx-on"
         [ "$SMOKE" = 1 ] && cg_list="pier-off nginx-off"
-        for name in $cg_list; do
-            dir=$TMP/cg.$name
-            mkdir -p "$dir/tmp"
-            port=$(free_port)
-            cmd=()
-            case $name in
-            pier-*) mapfile -t cmd < <(server_cmd "$name" "$port" "$dir") ;;
-            nginx-*)
-                nginx_conf "$dir/nginx.conf" "$port" 1 "${name#nginx-}" single
-                cmd=("$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log")
-                ;;
-            esac
-            base=$(callgrind_ir "$CG_BASE" "$port" "$dir" -- "${cmd[@]}")
-            more=$(callgrind_ir $((CG_N + CG_BASE)) "$port" "$dir" -- "${cmd[@]}")
-            if [ -n "$base" ] && [ -n "$more" ]; then
-                ipr=$(((more - base) / CG_N))
-                printf 'callgrind\t%s\t1\t1\t%s\t%s\t%s\n' "$name" "$ipr" "$base" "$more" >>"$RAW"
-                log "$(printf '%-10s %6d instructions per request' "$name" "$ipr")"
-            fi
+        for round in $(seq 1 "$ROUNDS"); do
+            for c in $CG_CONNS; do
+                for name in $cg_list; do
+                    dir=$TMP/cg.$name.$c.$round
+                    mkdir -p "$dir/tmp"
+                    port=$(free_port)
+                    cmd=()
+                    case $name in
+                    pier-*) mapfile -t cmd < <(server_cmd "$name" "$port" "$dir") ;;
+                    nginx-*)
+                        nginx_conf "$dir/nginx.conf" "$port" 1 "${name#nginx-}" single
+                        cmd=("$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log")
+                        ;;
+                    esac
+                    base=$(callgrind_ir "$CG_BASE" "$c" "$port" "$dir" -- "${cmd[@]}")
+                    more=$(callgrind_ir $((CG_N + CG_BASE)) "$c" "$port" "$dir" -- "${cmd[@]}")
+                    if [ -z "$base" ] || [ -z "$more" ] || [ "$more" -le "$base" ]; then
+                        fail "callgrind $name c=$c round $round: no count (Ir '$base' and '$more'; the client's error, if any, is above)"
+                        continue
+                    fi
+                    ipr=$(((more - base) / CG_N))
+                    printf 'callgrind\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$c" "$round" "$ipr" "$base" "$more" >>"$RAW"
+                    log "$(printf '%-10s c=%-2s round %s: %6d instructions per request' "$name" "$c" "$round" "$ipr")"
+                done
+            done
         done
     fi
+fi
+
+# ---- part 4: bytes per idle keep-alive connection -----------------------------------------
+
+if [[ " $PARTS " == *" idle "* ]]; then
+    step=$((IDLE_N / 10))
+    log "part 4: server RSS slope over $IDLE_N idle keep-alive connections (steps of $step), ${ROUNDS} round(s)"
+    NGINX_CONNECTIONS=$((IDLE_N + 1024)) PIER_MAX_CONNECTIONS=$((IDLE_N + 1024))
+    export NGINX_CONNECTIONS PIER_MAX_CONNECTIONS
+    for round in $(seq 1 "$ROUNDS"); do
+        for name in pier-off nginx-off; do
+            start_server "$name" "i$round" || continue
+            mapfile -t pids < <(server_pids "$SRV_PID")
+            out=$("$KACLIENT" idle "$SRV_PORT" "$HEALTH" "$IDLE_N" "$step" "${pids[@]}" 2>&1) || {
+                fail "idle $name round $round: $out"
+                stop_pid "$SRV_PID"
+                continue
+            }
+            stop_pid "$SRV_PID"
+            slope=$(echo "$out" | awk '$1 == "slope" {print $2}')
+            printf 'idle\t%s\t%s\t%s\t%s\t%s\n' "$name" "$IDLE_N" "$round" "$slope" \
+                "$(echo "$out" | awk '$1 != "slope" {printf "%s:%s ", $1, $2}')" >>"$RAW"
+            log "$(printf '%-10s round %s: %5d bytes per idle connection' "$name" "$round" "$slope")"
+        done
+    done
+    unset NGINX_CONNECTIONS PIER_MAX_CONNECTIONS
 fi
 
 # ---- summary ------------------------------------------------------------------------------
@@ -435,7 +498,7 @@ fi
     echo "nginx: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'); wrk -t1 -d${DURATION}s --latency; ${ROUNDS} round(s) alternated; medians"
     [ -n "$WRK_HEADER" ] && echo "wrk header: $WRK_HEADER"
     echo
-    awk -F'\t' -v conns_list="$CONNS" '
+    awk -F'\t' -v conns_list="$CONNS" -v cg_conns="$CG_CONNS" -v idle_n="$IDLE_N" '
     function median(key,   n, i, j, t, a) {
         n = split(vals[key], a, " ")
         if (n == 0 || vals[key] == "") return ""
@@ -449,9 +512,10 @@ fi
         if (!(k in seen)) { seen[k] = 1; order[++n] = k }
         add("rps" SUBSEP k, $5); add("p50" SUBSEP k, $6); add("p99" SUBSEP k, $7); add("cpu" SUBSEP k, $8)
     }
-    $1 == "start" { s = $2; sub(/\..*/, "", s); add("start" SUBSEP $2, $5); add("idle" SUBSEP $2, $6) }
+    $1 == "start" && $4 ~ /^[0-9]+$/ { add("start" SUBSEP $2, $5); add("idle" SUBSEP $2, $6) }
     $1 == "rss_after" { add("after" SUBSEP $2, $5) }
-    $1 == "callgrind" { ir[$2] = $5 }
+    $1 == "callgrind" { add("ir" SUBSEP $2 SUBSEP $3, $5) }
+    $1 == "idle" { add("slope" SUBSEP $2, $5) }
     END {
         printf "%-18s %6s %10s %9s %9s %12s\n", "server", "conns", "req/s", "p50 ms", "p99 ms", "cpu us/req"
         for (i = 1; i <= n; i++) {
@@ -463,8 +527,8 @@ fi
         }
         print ""
         printf "%-14s %12s %14s %18s\n", "server", "start ms", "idle RSS KiB", "RSS after KiB"
-        split("pier-on nginx-on pier-off nginx-off pier-auto", names, " ")
-        for (i = 1; i <= 5; i++) {
+        split("pier-on nginx-on pier-off nginx-off pier-auto floor", names, " ")
+        for (i = 1; i <= 6; i++) {
             s = names[i]
             if (!(("start" SUBSEP s) in vals) && !(("after" SUBSEP s) in vals)) continue
             printf "%-14s %12.2f %14d %18d\n", s, median("start" SUBSEP s), median("idle" SUBSEP s), median("after" SUBSEP s)
@@ -504,16 +568,50 @@ fi
                     (m["nginx-to-pier", c, "p99"] > 0 ? m["nginx-to-pier-unix", c, "p99"] / m["nginx-to-pier", c, "p99"] : 0),
                     m["nginx-to-pier-unix", c, "cpu"] / m["nginx-to-pier", c, "cpu"]
         }
-        if (length(ir) > 0) {
-            print ""
-            print "instructions per request (callgrind, one keep-alive connection)"
-            for (lg = 1; lg <= 2; lg++) {
-                L = (lg == 1) ? "off" : "on"
-                if (ir["pier-" L] == "") continue
-                printf "  log %-3s pier %6d   nginx %6s   ratio %s\n", L, ir["pier-" L], ir["nginx-" L],
-                    (ir["nginx-" L] > 0 ? sprintf("%.3f", ir["pier-" L] / ir["nginx-" L]) : "-")
+        for (ci = 1; ci <= nc; ci++) {
+            c = cl[ci]
+            if (m["floor", c, "cpu"] <= 0) continue
+            printf "  cpu/req against the epoll floor (%.3f us) c=%-5s pier log off %.3f   pier log on %.3f   nginx log off %.3f\n",
+                m["floor", c, "cpu"], c, m["pier-off", c, "cpu"] / m["floor", c, "cpu"],
+                m["pier-on", c, "cpu"] / m["floor", c, "cpu"], m["nginx-off", c, "cpu"] / m["floor", c, "cpu"]
+            fl[c] = m["pier-off", c, "cpu"] / m["floor", c, "cpu"]
+        }
+        ncg = split(cg_conns, cc, " ")
+        header = 0
+        for (lg = 1; lg <= 2; lg++) {
+            L = (lg == 1) ? "off" : "on"
+            for (ci = 1; ci <= ncg; ci++) {
+                c = cc[ci]
+                p = median("ir" SUBSEP "pier-" L SUBSEP c); x = median("ir" SUBSEP "nginx-" L SUBSEP c)
+                if (p == "") continue
+                if (!header++) { print ""; print "instructions per request (callgrind, medians over rounds)" }
+                printf "  log %-3s c=%-2s pier %6d   nginx %6s   ratio %s\n", L, c, p, x, (x > 0 ? sprintf("%.3f", p / x) : "-")
+                irr[L, c] = (x > 0) ? p / x : ""
             }
         }
+        sp = median("slope" SUBSEP "pier-off"); sx = median("slope" SUBSEP "nginx-off")
+        if (sp != "") {
+            print ""
+            printf "bytes of RSS per idle keep-alive connection (slope over %s connections): pier %d   nginx %s   ratio %s\n",
+                idle_n, sp, sx, (sx > 0 ? sprintf("%.3f", sp / sx) : "-")
+        }
+        print ""
+        print "targets (issue 21; reported, never failed on)"
+        for (lg = 1; lg <= 2; lg++) {
+            L = (lg == 1) ? "off" : "on"; lim = (lg == 1) ? 0.5 : 0.55
+            for (ci = 1; ci <= ncg; ci++)
+                if (irr[L, cc[ci]] != "")
+                    printf "  instructions/request pier/nginx, log %-3s c=%-2s %.3f  (<= %.2f) %s\n", L, cc[ci], irr[L, cc[ci]], lim, (irr[L, cc[ci]] <= lim ? "met" : "MISSED")
+        }
+        if (fl[64] != "")
+            printf "  cpu/request pier (log off) / floor, c=64        %.3f  (<= 1.05) %s\n", fl[64], (fl[64] <= 1.05 ? "met" : "MISSED")
+        if (sp != "")
+            printf "  bytes per idle connection, pier               %5d  (<= 512)  %s\n", sp, (sp <= 512 ? "met" : "MISSED")
     }' "$RAW"
 } | tee "$OUT"
 log "results: $OUT (raw figures: $RAW)"
+if [ ${#FAILURES[@]} -gt 0 ]; then
+    log "${#FAILURES[@]} measurement(s) FAILED (the figures above lack them):"
+    for f in "${FAILURES[@]}"; do log "  $f"; done
+    exit 1
+fi
