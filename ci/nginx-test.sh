@@ -3,6 +3,12 @@
 # nginx on a loopback port answers what it answers by itself — the 404 JSON outside /prod/
 # and /staging/, the request id (the client's, or one nginx makes), the 502 JSON when no
 # pier is listening, and the JSON access-log line. smoke.sh checks the proxying itself.
+#
+# Then the VM's HTTPS server, assembled as the VM's host setup assembles it (pier.conf with
+# `listen ... ssl http2 default_server; include edge.conf;`, a self-signed certificate in
+# place of certbot's): every answer carries exactly one Strict-Transport-Security header —
+# a proxied 200, pier.conf's own 404 and 502 (no slot answering), edge.conf's 404/413/429,
+# and nginx's own 400 — and the plain-HTTP server sends none.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,14 +34,17 @@ apt_install() { "$(dirname "${BASH_SOURCE[0]}")/install-deps.sh" --only "$@"; }
 command -v nginx >/dev/null 2>&1 || apt_install nginx-light
 command -v jq >/dev/null 2>&1 || apt_install jq
 command -v curl >/dev/null 2>&1 || apt_install curl
+command -v openssl >/dev/null 2>&1 || apt_install openssl
 
 tmp=$(mktemp -d)
 nginx_pid=""
+tls_pid=""
 cleanup() {
-  if [[ -n $nginx_pid ]]; then
-    kill "$nginx_pid" 2>/dev/null || true
-    wait "$nginx_pid" 2>/dev/null || true
-  fi
+  local p
+  for p in $nginx_pid $tls_pid; do
+    kill "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -95,9 +104,91 @@ check "access log is JSON with the request id" \
 check "access log names the upstream tried" \
   bash -c "grep -F '/prod/health' '$tmp/access.log' | jq -e '.upstream | test(\"127.0.0.1:$dead\")' >/dev/null"
 
-if (( fail > 0 )); then
+check "plain HTTP: no Strict-Transport-Security (browsers ignore it over HTTP)" \
+  bash -c "! grep -qi '^strict-transport-security:' '$tmp/headers' '$tmp/headers2'"
+
+# ---------------------------------------------------------------- the VM's HTTPS server
+# As on the VM: pier.conf's `listen 8080;` becomes the TLS listener plus edge.conf, whose
+# TLS snippet (certbot's certificate on the VM) is replaced by a self-signed one. edge.conf
+# needs the zone pier_echo at http level (the port-80 file defines it on the VM). /staging/
+# goes to a stand-in slot (one more server of this nginx that answers 200 JSON); /prod/ to
+# a port nobody listens on.
+tls_port=$(free_port)
+up_port=$(free_port)
+tls=$tmp/tls
+mkdir "$tmp/tls-prefix"
+cp -r "$root/config/nginx" "$tls"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=pier.test \
+  -addext subjectAltName=DNS:pier.test -keyout "$tls/key.pem" -out "$tls/cert.pem" 2>"$tmp/openssl.log"
+printf 'ssl_certificate %s;\nssl_certificate_key %s;\n' "$tls/cert.pem" "$tls/key.pem" >"$tls/tls-snippet.conf"
+sed -i "s|include /etc/nginx/snippets/pier-tls.conf;|include $tls/tls-snippet.conf;|" "$tls/edge.conf"
+sed -i -E "s|^( *)listen +8080;|\\1listen 127.0.0.1:$tls_port ssl http2 default_server; include $tls/edge.conf;|" \
+  "$tls/pier.conf"
+printf 'server 127.0.0.1:%s;\n' "$dead" >"$tls/upstreams/prod.conf"
+printf 'server 127.0.0.1:%s;\n' "$up_port" >"$tls/upstreams/staging.conf"
+cat >"$tls/test-extra.conf" <<CONF
+limit_req_zone \$binary_remote_addr zone=pier_echo:10m rate=5r/s;
+limit_req_status 429;
+server {
+    listen 127.0.0.1:$up_port;
+    default_type application/json;
+    return 200 '{"status":"pass","stand-in":"slot"}\n';
+}
+CONF
+sed -i -E "s|^( *)include pier.conf;|\\1include $tls/test-extra.conf;\\n\\1include pier.conf;|" "$tls/nginx.conf"
+check "the HTTPS test config listens with TLS and includes edge.conf" \
+  grep -q "listen 127.0.0.1:$tls_port ssl http2 default_server; include $tls/edge.conf;" "$tls/pier.conf"
+check "nginx -t accepts the HTTPS server (pier.conf + edge.conf)" nginx_t -p "$tmp/tls-prefix/" -c "$tls/nginx.conf"
+
+nginx -e stderr -p "$tmp/tls-prefix/" -c "$tls/nginx.conf" -g 'daemon off;' \
+  >"$tmp/tls-access.log" 2>"$tmp/tls-error.log" &
+tls_pid=$!
+https=(curl -s --max-time 10 --cacert "$tls/cert.pem" --resolve "pier.test:$tls_port:127.0.0.1")
+base=https://pier.test:$tls_port
+for _ in $(seq 1 50); do
+  "${https[@]}" -o /dev/null "$base/" && break
+  sleep 0.1
+done
+check "the HTTPS server answers" "${https[@]}" -o /dev/null "$base/"
+
+# hsts NAME WANT_STATUS CURL_ARGS...: the answer has status WANT and exactly one
+# Strict-Transport-Security header, the two-year max-age.
+n=0
+hsts() {
+  local name=$1 want=$2 got count
+  shift 2
+  n=$((n + 1))
+  got=$("${https[@]}" -D "$tmp/h$n" -o "$tmp/b$n" -w '%{http_code}' "$@" || true)
+  count=$(tr -d '\r' <"$tmp/h$n" | grep -ci '^strict-transport-security: max-age=63072000$' || true)
+  check "HTTPS $name -> $want with one HSTS header (got $got, $count)" \
+    test "$got" = "$want" -a "$count" = 1
+}
+hsts "/staging/health (proxied to a slot)" 200 "$base/staging/health"
+check "HTTPS /staging/health is the slot's body" jq_ok '.status == "pass"' "$tmp/b$n"
+hsts "/nope (pier.conf's 404 location)" 404 "$base/nope"
+check "HTTPS /nope keeps its X-Request-Id" grep -qiE '^x-request-id: [0-9a-f]{32}' "$tmp/h$n"
+hsts "/prod/health, no slot answering (pier.conf's 502)" 502 "$base/prod/health"
+check "HTTPS /prod/health's 502 is pier's error JSON" jq_ok '.error.status == 502' "$tmp/b$n"
+hsts "/prod/metrics (edge.conf's 404)" 404 "$base/prod/metrics"
+head -c 20000 /dev/zero | tr '\0' x >"$tmp/big"
+hsts "/staging/echo with 20 KB (edge.conf's 413)" 413 -H 'Content-Type: application/json' \
+  --data-binary @"$tmp/big" "$base/staging/echo"
+hsts "a 17 KB header line (nginx's own 400)" 400 \
+  -H "X-Big: $(head -c 17000 /dev/zero | tr '\0' y)" "$base/staging/health"
+# Over the rate (5 a second, bursts of 10): 20 at once on one connection leave some 429s.
+urls=()
+for _ in $(seq 1 20); do urls+=(-o /dev/null "$base/staging/echo"); done
+"${https[@]}" -w '%{http_code}\n' -H 'Content-Type: application/json' -d '{}' "${urls[@]}" >"$tmp/rate" || true
+hsts "/staging/echo over the rate (edge.conf's 429)" 429 -H 'Content-Type: application/json' \
+  -d '{}' "$base/staging/echo"
+check "20 echo requests at once: some answered 429 ($(sort "$tmp/rate" | uniq -c | xargs))" \
+  grep -qx 429 "$tmp/rate"
+
+if ((fail > 0)); then
   echo "--- nginx error log"
   cat "$tmp/error.log"
+  echo "--- nginx error log (HTTPS)"
+  cat "$tmp/tls-error.log"
 fi
 echo "nginx-test: $pass passed, $fail failed"
 (( fail == 0 ))
