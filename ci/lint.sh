@@ -353,12 +353,12 @@ check_ci-scripts() {
   ci/lint/selftest.sh
 }
 
-# ci/vm-rehearsal.sh runs deploy.yml's deploy steps as written: it must give a value to
+# test/delivery/vm-rehearsal.sh runs deploy.yml's deploy steps as written: it must give a value to
 # every variable those steps read, and to no other.
 check_deploy-rehearsal() {
   python_with_yaml || return 1
-  echo "checks.py deploy-rehearsal .github/workflows/deploy.yml ci/vm-rehearsal.sh"
-  "$PY" ci/lint/checks.py deploy-rehearsal .github/workflows/deploy.yml ci/vm-rehearsal.sh
+  echo "checks.py deploy-rehearsal .github/workflows/deploy.yml test/delivery/vm-rehearsal.sh"
+  "$PY" ci/lint/checks.py deploy-rehearsal .github/workflows/deploy.yml test/delivery/vm-rehearsal.sh
 }
 
 # --- driver ------------------------------------------------------------------------------

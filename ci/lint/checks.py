@@ -17,7 +17,7 @@
 
     checks.py deploy-rehearsal WORKFLOW SCRIPT
                                             the variables of the deploy job's steps that
-                                            ci/vm-rehearsal.sh runs (ci/remote-deploy.sh,
+                                            test/delivery/vm-rehearsal.sh runs (ci/remote-deploy.sh,
                                             ci/public-smoke.sh) are exactly the ones the
                                             script gives values for (its VALUES block)
 

@@ -1,9 +1,9 @@
-# The rehearsal's "outside world" (ci/vm-rehearsal.sh): what is not the VM.
+# The rehearsal's "outside world" (test/delivery/vm-rehearsal.sh): what is not the VM.
 #   pebble           Let's Encrypt's ACME test server, validating HTTP-01 over the network
 #   docker-registry  stands in for ghcr.io (TLS with the rehearsal's CA, htpasswd login)
 #   runner           a non-root user with passwordless sudo, like GitHub's hosted runners,
 #                    that runs deploy.yml's deploy step (ssh, git, curl, jq)
-#   webhook receiver Alertmanager's notifications land here (docker/vm/webhook-receiver.py)
+#   webhook receiver Alertmanager's notifications land here (test/delivery/vm/webhook-receiver.py)
 #   testssl.sh, nmap the external checks
 ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE}

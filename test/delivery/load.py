@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Strict HTTP clients for ci/deploy-test.sh: every request is sent exactly once.
+"""Strict HTTP clients for test/delivery/deploy-test.sh: every request is sent exactly once.
 
 Three kinds of client threads run against HOST:PORT (nginx) under one PREFIX until
 STOP_FILE exists or MAX_SECONDS have passed:

@@ -1,11 +1,11 @@
-# The rehearsal's "cloud VM" (ci/vm-rehearsal.sh): Debian 12 with systemd as PID 1 and
+# The rehearsal's "cloud VM" (test/delivery/vm-rehearsal.sh): Debian 12 with systemd as PID 1 and
 # cloud-init, like a cloud image before its first boot. Nothing pier-specific is set up here:
 # config/cloud-init.yaml does that at first boot through the NoCloud seed. The packages that
 # cloud-init's `packages:` list names are installed in advance (PACKAGES, read from
 # config/cloud-init.yaml by the rehearsal), as a cloud image with a warm package cache would
 # have them, so that a boot does not download ~300 MB; cloud-init still runs its package step.
 #
-# Build context: docker/vm. Runs only with the flags in ci/vm-rehearsal.sh (capabilities, cgroup namespace, tmpfs /run,
+# Build context: test/delivery/vm. Runs only with the flags in test/delivery/vm-rehearsal.sh (capabilities, cgroup namespace, tmpfs /run,
 # a volume for /var/lib/docker); never with the host's /sys/fs/cgroup mounted in.
 ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE}

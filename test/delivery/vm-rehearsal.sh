@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The public VM, rehearsed end to end on this machine with real parts (issue 13):
 #
-#   VM       a container running systemd as PID 1 (docker/vm/vm.Dockerfile), provisioned only
+#   VM       a container running systemd as PID 1 (test/delivery/vm/vm.Dockerfile), provisioned only
 #            by config/cloud-init.yaml through cloud-init's NoCloud seed: its placeholders
 #            filled in as an operator would (deploy key, domain, ACME server, alert webhook),
 #            plus a second user-data part that trusts the rehearsal's CA (a real VM trusts
 #            Let's Encrypt's and ghcr.io's already).
-#   outside  one container (docker/vm/outside.Dockerfile) on the same Docker network: pebble
+#   outside  one container (test/delivery/vm/outside.Dockerfile) on the same Docker network: pebble
 #            (Let's Encrypt's test ACME server; validates HTTP-01 against the VM over the
 #            network), a registry answering as ghcr.io (TLS, htpasswd), the Alertmanager
 #            webhook receiver, and the runner: a non-root user with passwordless sudo.
@@ -33,7 +33,7 @@ set -euo pipefail
 # file while a rehearsal runs cannot change what that rehearsal runs.
 # shellcheck disable=SC2317 # cleanup and absent are called through trap and check
 main() {
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 # shellcheck source=ci/test-lib.sh
 . "$root/ci/test-lib.sh"
@@ -91,11 +91,11 @@ docker image inspect "$base" >/dev/null 2>&1 || BASE_IMAGE=$base "$root/ci/base-
 step "images"
 packages=$(python3 -c 'import sys, yaml; print(" ".join(yaml.safe_load(open(sys.argv[1]))["packages"]))' config/cloud-init.yaml)
 image_hash() { # image_hash DOCKERFILE EXTRA: tag from the Dockerfile, the files it copies, EXTRA
-  { git ls-files -z docker/vm | sort -z | xargs -0 cat; printf '%s %s\n' "$2" "$(docker image inspect -f '{{.Id}}' "$base")"; } |
+  { git ls-files -z test/delivery/vm | sort -z | xargs -0 cat; printf '%s %s\n' "$2" "$(docker image inspect -f '{{.Id}}' "$base")"; } |
     sha256sum | cut -c1-12
 }
-host_image=pier-vm-host:$(image_hash docker/vm/vm.Dockerfile "$packages")
-out_image=pier-vm-outside:$(image_hash docker/vm/outside.Dockerfile "")
+host_image=pier-vm-host:$(image_hash test/delivery/vm/vm.Dockerfile "$packages")
+out_image=pier-vm-outside:$(image_hash test/delivery/vm/outside.Dockerfile "")
 build_image() { # build_image TAG DOCKERFILE [ARGS]
   local tag=$1 file=$2 t0
   shift 2
@@ -104,7 +104,7 @@ build_image() { # build_image TAG DOCKERFILE [ARGS]
     return 0
   fi
   t0=$(now_ms)
-  docker build -q -f "$file" --build-arg BASE_IMAGE="$base" "$@" -t "$tag" docker/vm >"$tmp/build.log" 2>&1 || {
+  docker build -q -f "$file" --build-arg BASE_IMAGE="$base" "$@" -t "$tag" test/delivery/vm >"$tmp/build.log" 2>&1 || {
     tail -n 40 "$tmp/build.log"
     say "building $tag failed"
     return 1
@@ -113,8 +113,8 @@ build_image() { # build_image TAG DOCKERFILE [ARGS]
   # Older builds of the same image are not needed any more.
   docker image ls "${tag%%:*}" --format '{{.Repository}}:{{.Tag}}' | grep -vxF "$tag" | xargs -r docker rmi >/dev/null 2>&1 || true
 }
-build_image "$host_image" docker/vm/vm.Dockerfile --build-arg PACKAGES="$packages"
-build_image "$out_image" docker/vm/outside.Dockerfile
+build_image "$host_image" test/delivery/vm/vm.Dockerfile --build-arg PACKAGES="$packages"
+build_image "$out_image" test/delivery/vm/outside.Dockerfile
 # The workflow's build job: ci/image.sh tags the image with the commit SHA.
 sha=$(git rev-parse HEAD)
 if [[ -n $(git status --porcelain --untracked-files=no) ]]; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end test of the watch after the switch (ci/deploy.sh, docs/deploys.md#the-watch-after-the-switch),
-# on the same stand-in VM as ci/deploy-test.sh (ci/deploy-test-lib.sh: Docker, nginx from
+# on the same stand-in VM as test/delivery/deploy-test.sh (test/delivery/lib.sh: Docker, nginx from
 # config/nginx, strict clients through it on both environments during every scenario):
 #
 #   good        v2 over v1: kept after the window, the figures recorded in the history
@@ -16,13 +16,13 @@
 # the figures that decided, and requests/failed per client; then ci/deploy-summary.sh's
 # Markdown for one of them. Last line "deploy-watch: N passed, M failed".
 #
-#   ci/deploy-watch-test.sh
+#   test/delivery/deploy-watch-test.sh
 #   DEPLOY_WATCH_SECONDS   the window in the test (default 20; PIER_WATCH_INTERVAL is 2)
 set -euo pipefail
 
 test_name=deploy-watch
-# shellcheck source=ci/deploy-test-lib.sh
-. "$(dirname "${BASH_SOURCE[0]}")/deploy-test-lib.sh"
+# shellcheck source=test/delivery/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 window=${DEPLOY_WATCH_SECONDS:-20}
 export PIER_WATCH_SECONDS=$window PIER_WATCH_INTERVAL=2
 

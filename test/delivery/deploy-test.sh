@@ -2,7 +2,7 @@
 # End-to-end test of ci/deploy.sh and ci/rollback.sh with this machine as the VM: Docker runs
 # the slots (two pier replicas each, on Unix sockets), an nginx started from config/nginx (its
 # own prefix, pid file and port, never the system service) is the front door, and strict
-# clients (test/deploy/load.py: nothing is ever sent twice) run through it on BOTH
+# clients (test/delivery/load.py: nothing is ever sent twice) run through it on BOTH
 # environments during every scenario:
 #
 #   v1-to-v2     deploy v2 over v1 (prod)
@@ -25,7 +25,7 @@
 # docker-registry): ci/deploy.sh pulls it and the history records its digest. Prints a
 # table: scenario, deploy duration, requests / failed per environment and client kind.
 #
-#   ci/deploy-test.sh
+#   test/delivery/deploy-test.sh
 #   DEPLOY_TEST_REPO   repository of the test's images (default pier-deploytest-<pid>)
 #   DEPLOY_TEST_AFTER  seconds of load after each deploy ends (default 2)
 # Containers are named pier-deploytest-<pid>-ENV-SLOT-REPLICA; ports are free loopback ports
@@ -35,9 +35,9 @@
 set -euo pipefail
 
 test_name=deploy-test
-# shellcheck source=ci/deploy-test-lib.sh
-. "$(dirname "${BASH_SOURCE[0]}")/deploy-test-lib.sh"
-export PIER_WATCH_SECONDS=0 # the watch after the switch has its own test (ci/deploy-watch-test.sh)
+# shellcheck source=test/delivery/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+export PIER_WATCH_SECONDS=0 # the watch after the switch has its own test (test/delivery/deploy-watch-test.sh)
 command -v docker-registry >/dev/null 2>&1 || "$root/ci/install-deps.sh" --only docker-registry
 
 # ------------------------------------------------------------------ images
@@ -47,7 +47,7 @@ build_release v2
 images+=("$repo:broken" "$repo:unhealthy" "$repo:exits" "$repo:v3")
 for bad in broken:broken-config unhealthy:unhealthy exits:exits; do
   docker build -q -t "$repo:${bad%%:*}" --build-arg BASE="$repo:v2" \
-    -f "$root/test/deploy/${bad#*:}.Dockerfile" "$root/test/deploy" >/dev/null 2>"$tmp/build-bad.log" ||
+    -f "$root/test/delivery/images/${bad#*:}.Dockerfile" "$root/test/delivery/images" >/dev/null 2>"$tmp/build-bad.log" ||
     {
       cat "$tmp/build-bad.log"
       exit 1

@@ -1,6 +1,6 @@
 #!/bin/sh
 # PID 1 of the rehearsal's outside container: start pebble, the registry and the webhook
-# receiver from the files ci/vm-rehearsal.sh put in /etc/rehearsal, then wait.
+# receiver from the files test/delivery/vm-rehearsal.sh put in /etc/rehearsal, then wait.
 set -eu
 cd /etc/rehearsal
 PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 pebble -config pebble.json >/var/log/pebble.log 2>&1 &

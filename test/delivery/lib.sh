@@ -1,7 +1,7 @@
 # shellcheck shell=bash disable=SC2034 # its variables are used by the scripts that source it
-# deploy-test-lib — what ci/deploy-test.sh and ci/deploy-watch-test.sh share (sourced): this
+# test/delivery/lib.sh — what test/delivery/deploy-test.sh and test/delivery/deploy-watch-test.sh share (sourced): this
 # machine as the VM (Docker for the slots, ci/socket-dirs.sh, an nginx of its own from
-# config/nginx in front), strict clients (test/deploy/load.py) through nginx on both
+# config/nginx in front), strict clients (test/delivery/load.py) through nginx on both
 # environments during a scenario, and the results table.
 #
 # Set test_name before sourcing. Then: build_release VERSION [FAULT], start_vm, scenario
@@ -10,7 +10,7 @@
 # the kernel's ephemeral range (20000-32767); state, sockets and nginx live in a temporary
 # directory: it runs beside other tests. Everything is removed at exit, also on failure.
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 repo=${DEPLOY_TEST_REPO:-pier-deploytest-$$} # per run: tests running at once never share an image
 after_s=${DEPLOY_TEST_AFTER:-2}
 prefix=pier-deploytest-$$
@@ -165,7 +165,7 @@ scenario() {
   rm -f "$stop"
   load_pids=()
   for e in prod staging; do
-    python3 "$root/test/deploy/load.py" --port "$nginx_port" --prefix "/$e" \
+    python3 "$root/test/delivery/load.py" --port "$nginx_port" --prefix "/$e" \
       --max-seconds 300 --stop-file "$stop" >"$tmp/load-$name-$e.json" &
     load_pids+=($!)
   done
