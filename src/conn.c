@@ -1,13 +1,24 @@
 /* conn — one connection (TCP, or the Unix socket of listen.unix) on a worker loop: accepting,
  * deadlines, writes, closing.
  *
- * Accepting: the worker watches its listening socket with a uv_poll_t and accepts itself
- * (accept4), at most ACCEPT_BATCH per wake-up. Every accepted descriptor is either made a
- * connection or closed at once, so a failed allocation sheds that one client and the
- * listener keeps going. Out of descriptors (EMFILE/ENFILE), accepting pauses for
- * ACCEPT_PAUSE_MS — the clients wait in the backlog — and resumes, like nginx: one log line
- * when an episode starts, one when it ends; never a spin. A worker may have two listeners, the
- * TCP one and a duplicate of the listen.unix socket; both pause and resume together.
+ * Listening: a listening socket (TCP, listen.unix) is one socket that every worker holds a
+ * duplicate of. It is bound without SO_REUSEPORT, so the port is pier's alone: a second
+ * process, a second pier included, fails to bind it instead of silently sharing its traffic.
+ * Each worker waits on it with EPOLLEXCLUSIVE, so a new connection wakes one waiting worker,
+ * not all of them (a busy worker is not waiting: the kernel wakes an idle one). libuv cannot
+ * ask for EPOLLEXCLUSIVE, so the socket joins the loop's epoll set (uv_backend_fd) by hand,
+ * tagged with the descriptor of an eventfd that never fires and that a uv_poll watches:
+ * libuv hands an epoll event to the watcher of the descriptor it is tagged with, so the
+ * socket's readiness arrives as that uv_poll's callback. The socket is in the set exactly
+ * while that uv_poll runs (listener_watch / listener_unwatch).
+ *
+ * Accepting: at most ACCEPT_BATCH per wake-up (accept4). Every accepted descriptor is either
+ * made a connection or closed at once, so a failed allocation sheds that one client and the
+ * listener keeps going. An error that belongs to one client (accept(2): Linux passes its
+ * network errors through accept) is skipped at once. Out of descriptors or memory
+ * (EMFILE/ENFILE/ENOBUFS/ENOMEM), or an error accept4 should never give, that listener
+ * pauses for ACCEPT_PAUSE_MS — the clients wait in the backlog — and resumes, like nginx: one
+ * log line when an episode starts, one when a client is served again; never a spin.
  *
  * Reading: every connection of a worker reads into the worker's one read buffer, and the
  * session consumes the bytes before the callback returns, so an idle connection holds no
@@ -38,6 +49,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -484,10 +497,12 @@ static void fill_peer(struct pier__conn *c) {
 }
 
 /* A client we cannot take (no memory for it): close it, so it learns at once instead of
- * waiting in the backlog, and say so — at most once a second, with how many were shed. */
+ * waiting in the backlog, and say so — at most once a second, with how many were shed since
+ * the last line; the rest of an episode is counted in "accepting again". */
 static void accept_shed(struct pier__worker *w, int fd, int err) {
     close(fd);
     w->shed_unlogged++;
+    w->accept_trouble = 1;
     uint64_t now = now_ms();
     if (w->shed_logged_ms != 0 && now - w->shed_logged_ms < 1000)
         return;
@@ -501,12 +516,29 @@ static void accept_shed(struct pier__worker *w, int fd, int err) {
     w->shed_unlogged = 0;
 }
 
-static void accept_one(struct pier__worker *w, int fd, int is_unix) {
+/* A client got a connection after clients were shed or accepting paused: the episode is over.
+ * Say so, with the pauses it took and the clients shed since the last "connection shed" line
+ * (those are logged nowhere else). */
+static void accept_recovered(struct pier__worker *w) {
+    struct pier_logline l;
+    pier_log_begin(&l, PIER_LOG_INFO, "accepting again");
+    pier_log_int(&l, "worker", w->id);
+    pier_log_int(&l, "pauses", w->accept_pauses);
+    pier_log_int(&l, "shed", w->shed_unlogged);
+    pier_log_end(&l);
+    w->accept_trouble = 0;
+    w->accept_pauses = 0;
+    w->shed_unlogged = 0;
+}
+
+/* Make `fd` a connection, or shed it. Returns 0 when the client got a connection (served, or
+ * refused with a 503 at max_connections). */
+static int accept_one(struct pier__worker *w, int fd, int is_unix) {
     struct pier__server *srv = w->server;
     struct pier__conn *c = NULL;
     if (heap_reserve(w) != 0 || (c = calloc(1, sizeof *c)) == NULL) {
         accept_shed(w, fd, UV_ENOMEM);
-        return;
+        return -1;
     }
     c->w = w;
     c->heap_index = SIZE_MAX;
@@ -519,7 +551,7 @@ static void accept_one(struct pier__worker *w, int fd, int is_unix) {
     if (rc != 0) {
         uv_close((uv_handle_t *)&c->tcp, free_handle);
         accept_shed(w, fd, rc);
-        return;
+        return -1;
     }
     c->next = w->conns;
     if (w->conns)
@@ -539,105 +571,184 @@ static void accept_one(struct pier__worker *w, int fd, int is_unix) {
     if (open > atomic_load_explicit(&srv->max_connections, memory_order_relaxed)) {
         pier_session_overload(&c->s);
         conn_refuse(c);
-        return;
+        return 0;
     }
     conn_track(c);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    return 0;
 }
 
 static void on_acceptable(uv_poll_t *poll, int status, int events);
 
-static void accept_resume(uv_timer_t *t) {
-    struct pier__worker *w = t->data;
-    w->accept_paused = 0;
-    if (w->listener)
-        uv_poll_start(&w->listener->poll, UV_READABLE, on_acceptable);
-    if (w->unix_listener)
-        uv_poll_start(&w->unix_listener->poll, UV_READABLE, on_acceptable);
+/* Wait on the listening socket: it joins the loop's epoll set with EPOLLEXCLUSIVE, tagged with
+ * the descriptor of ls->poll (see "Listening" at the top of this file). */
+static int listener_watch(struct pier__listener *ls) {
+    if (ls->watched)
+        return 0;
+    int epfd = uv_backend_fd(&ls->w->loop);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.fd = ls->signal_fd};
+    int rc = epoll_ctl(epfd, EPOLL_CTL_ADD, ls->fd, &ev);
+    if (rc != 0 && errno == EINVAL) { /* a kernel without EPOLLEXCLUSIVE (before 4.5) */
+        ev.events = EPOLLIN;          /* then every waiting worker wakes: slower, still right */
+        rc = epoll_ctl(epfd, EPOLL_CTL_ADD, ls->fd, &ev);
+    }
+    if (rc != 0)
+        return uv_translate_sys_error(errno);
+    rc = uv_poll_start(&ls->poll, UV_READABLE, on_acceptable);
+    if (rc != 0) {
+        epoll_ctl(epfd, EPOLL_CTL_DEL, ls->fd, &ev);
+        return rc;
+    }
+    ls->watched = 1;
+    return 0;
 }
 
-/* Out of descriptors (or kernel memory): stop watching the listener for a moment. The
- * clients stay in the backlog and are taken when descriptors free up. */
-static void accept_pause(struct pier__worker *w, int err) {
-    if (w->listener)
-        uv_poll_stop(&w->listener->poll);
-    if (w->unix_listener)
-        uv_poll_stop(&w->unix_listener->poll);
-    w->accept_paused = 1;
-    uv_timer_start(&w->accept_timer, accept_resume, ACCEPT_PAUSE_MS, 0);
+/* Stop waiting on it: out of the epoll set first, so no event tagged for ls->poll comes
+ * while ls->poll is stopped (libuv would then drop ls->poll's own descriptor, not this one,
+ * and the listener's readiness would return at every turn of the loop). */
+static void listener_unwatch(struct pier__listener *ls) {
+    if (!ls->watched)
+        return;
+    struct epoll_event ev = {0}; /* kernels before 2.6.9 want one even for EPOLL_CTL_DEL */
+    epoll_ctl(uv_backend_fd(&ls->w->loop), EPOLL_CTL_DEL, ls->fd, &ev);
+    uv_poll_stop(&ls->poll);
+    ls->watched = 0;
+}
+
+static void accept_resume(uv_timer_t *t) {
+    struct pier__worker *w = t->data;
+    struct pier__listener *all[] = {w->listener, w->unix_listener};
+    for (int i = 0; i < 2; i++) {
+        struct pier__listener *ls = all[i];
+        if (ls == NULL || !ls->paused || ls->closing)
+            continue;
+        ls->paused = 0;
+        int rc = listener_watch(ls);
+        if (rc != 0) {
+            struct pier_logline l;
+            pier_log_begin(&l, PIER_LOG_ERROR, "cannot watch the listener again; retrying");
+            pier_log_int(&l, "worker", w->id);
+            pier_log_str(&l, "error", uv_strerror(rc));
+            pier_log_end(&l);
+            ls->paused = 1;
+            uv_timer_start(&w->accept_timer, accept_resume, ACCEPT_PAUSE_MS, 0);
+        }
+    }
+}
+
+/* Out of descriptors or kernel memory, or an error accept4 should never give: stop watching
+ * this listener for ACCEPT_PAUSE_MS instead of spinning on it. The clients stay in the
+ * backlog and are taken when accepting resumes (or by another worker meanwhile). One log line
+ * per episode; "accepting again" ends it. */
+static void accept_pause(struct pier__listener *ls, int err) {
+    struct pier__worker *w = ls->w;
+    listener_unwatch(ls);
+    ls->paused = 1;
+    w->accept_trouble = 1;
+    if (!uv_is_active((uv_handle_t *)&w->accept_timer))
+        uv_timer_start(&w->accept_timer, accept_resume, ACCEPT_PAUSE_MS, 0);
     if (w->accept_pauses++ > 0)
         return;
     struct pier_logline l;
     pier_log_begin(&l, PIER_LOG_WARN, "cannot accept: accepting paused");
     pier_log_int(&l, "worker", w->id);
+    pier_log_str(&l, "listener", ls->is_unix ? "unix" : "tcp");
     pier_log_str(&l, "error", uv_strerror(err));
     pier_log_int(&l, "pause_ms", ACCEPT_PAUSE_MS);
     pier_log_int(&l, "connections", w->nconns);
     pier_log_end(&l);
 }
 
+/* Errors accept4 returns for one client that is gone or never made it: Linux passes the new
+ * connection's pending network errors through accept (accept(2)), and the next client in
+ * the queue may be fine. Retried at once, never a pause. */
+static int accept_error_is_the_clients(int e) {
+    switch (e) {
+    case EINTR:
+    case ECONNABORTED:
+    case EPROTO:
+    case EPERM: /* a firewall rule refused this connection */
+    case ENETDOWN:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static void on_acceptable(uv_poll_t *poll, int status, int events) {
     struct pier__listener *ls = poll->data;
     struct pier__worker *w = ls->w;
     (void)events;
-    if (status != 0) {
-        accept_pause(w, status);
+    if (status != 0) { /* libuv stopped ls->poll (an error on the socket) */
+        accept_pause(ls, status);
         return;
     }
-    for (int i = 0; i < ACCEPT_BATCH && !w->accept_paused && !ls->closing; i++) {
+    for (int i = 0; i < ACCEPT_BATCH && !ls->paused && !ls->closing; i++) {
         int fd = accept4(ls->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             int e = errno;
-            if (e == EINTR || e == ECONNABORTED || e == EPROTO)
-                continue; /* that client is gone; the next may be there */
-            if (e != EAGAIN && e != EWOULDBLOCK)
-                accept_pause(w, -e); /* EMFILE, ENFILE, ENOBUFS, ENOMEM, and the unexpected */
+            if (e == EAGAIN || e == EWOULDBLOCK)
+                return;
+            if (accept_error_is_the_clients(e))
+                continue;
+            accept_pause(ls, -e); /* EMFILE, ENFILE, ENOBUFS, ENOMEM, and the unexpected */
             return;
         }
-        if (w->accept_pauses > 0) {
-            struct pier_logline l;
-            pier_log_begin(&l, PIER_LOG_INFO, "accepting again");
-            pier_log_int(&l, "worker", w->id);
-            pier_log_int(&l, "pauses", w->accept_pauses);
-            pier_log_end(&l);
-            w->accept_pauses = 0;
-        }
-        accept_one(w, fd, ls->is_unix);
+        if (accept_one(w, fd, ls->is_unix) == 0 && w->accept_trouble)
+            accept_recovered(w);
     }
 }
 
 static void on_listener_closed(uv_handle_t *h) {
     struct pier__listener *ls = h->data;
     struct pier__worker *w = ls->w;
-    close(ls->fd);
+    if (ls->fd >= 0)
+        close(ls->fd);
+    close(ls->signal_fd);
     free(ls);
     pier__worker_maybe_finish(w);
 }
 
 static void listener_close(struct pier__listener *ls) {
+    listener_unwatch(ls);
     ls->closing = 1;
     uv_close((uv_handle_t *)&ls->poll, on_listener_closed);
 }
 
-/* Accept from `fd`, a listening socket (TCP, or listen.unix when is_unix). Returns 0 (the
- * worker owns fd from then on) or an error (fd is still the caller's). A reload that moves
- * the TCP listener calls it again: the new socket listens before the old one closes. */
+/* Accept from `fd`, this worker's duplicate of a listening socket (TCP, or listen.unix when
+ * is_unix). Returns 0 (the worker owns fd from then on) or an error (fd is still the
+ * caller's). A reload that moves the TCP listener calls it again: the new socket listens
+ * before the old one closes. */
 int pier__worker_listen(struct pier__worker *w, int fd, int is_unix) {
-    struct pier__listener *ls = malloc(sizeof *ls);
+    struct pier__listener *ls = calloc(1, sizeof *ls);
     if (ls == NULL)
         return UV_ENOMEM;
     ls->fd = fd;
     ls->w = w;
     ls->is_unix = is_unix;
-    ls->closing = 0;
-    int rc = uv_poll_init(&w->loop, &ls->poll, fd);
-    if (rc != 0) {
-        free(ls); /* uv_poll_init failed before the handle joined the loop */
+    ls->signal_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int rc = ls->signal_fd < 0 ? uv_translate_sys_error(errno)
+                               : uv_poll_init(&w->loop, &ls->poll, ls->signal_fd);
+    if (rc != 0) { /* the handle never joined the loop */
+        if (ls->signal_fd >= 0)
+            close(ls->signal_fd);
+        free(ls);
         return rc;
     }
     ls->poll.data = ls;
-    if (!w->accept_paused)
-        uv_poll_start(&ls->poll, UV_READABLE, on_acceptable);
+    rc = listener_watch(ls);
+    if (rc != 0) {
+        ls->fd = -1; /* still the caller's */
+        ls->closing = 1;
+        uv_close((uv_handle_t *)&ls->poll, on_listener_closed);
+        return rc;
+    }
     struct pier__listener **slot = is_unix ? &w->unix_listener : &w->listener;
     if (*slot)
         listener_close(*slot);

@@ -39,9 +39,10 @@
 
 #define READ_BUFFER_BYTES (64 * 1024)
 /* Descriptors kept free beyond those open at rest: per worker, the replacement listener a
- * reload opens before the old one closes and the one a refused client holds while it gets
- * its 503; for the process, the config file a reload reads, /proc reads, a probe. */
-#define FD_SPARE_PER_WORKER 2
+ * reload opens before the old one closes (its duplicate and its eventfd) and the one a refused
+ * client holds while it gets its 503; for the process, the config file a reload reads, /proc
+ * reads, a probe. */
+#define FD_SPARE_PER_WORKER 3
 #define FD_SPARE            16
 
 static int64_t wall_ms(void) {
@@ -52,8 +53,12 @@ static int64_t wall_ms(void) {
 
 /* ---- listeners ------------------------------------------------------------------------- */
 
-/* Bind and listen `n` sockets on host:port (SO_REUSEPORT when n > 1). On success fds[] are
- * open and *bound_port says the port (useful when port is 0). */
+/* Bind and listen one socket on host:port and give each of the `n` workers a duplicate of it
+ * (fds[]). Without SO_REUSEPORT the port is pier's alone: another process — a second pier
+ * too, whatever its workers — cannot bind it while pier listens and fails with EADDRINUSE,
+ * where SO_REUSEPORT would have let it join and take a share of the connections. The workers
+ * share the one accept queue and wait on it with EPOLLEXCLUSIVE (src/conn.c). On success
+ * *bound_port says the port (useful when port is 0). */
 static int open_listeners(const char *host, int port, int n, int *fds, int *bound_port, char *err,
                           size_t errsize) {
     struct sockaddr_storage ss;
@@ -62,33 +67,29 @@ static int open_listeners(const char *host, int port, int n, int *fds, int *boun
         snprintf(err, errsize, "%s is not an IP address", host);
         return -EINVAL;
     }
-    int i;
-    for (i = 0; i < n; i++)
+    for (int i = 0; i < n; i++)
         fds[i] = -1;
-    for (i = 0; i < n; i++) {
-        int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    fds[0] = fd;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* past TIME_WAIT, not a share */
+    if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, 511) != 0)
+        goto fail;
+    struct sockaddr_storage got;
+    socklen_t gl = sizeof got;
+    if (getsockname(fd, (struct sockaddr *)&got, &gl) == 0)
+        port = pier_net_port(&got);
+    for (int i = 1; i < n; i++)
+        if ((fds[i] = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
             goto fail;
-        fds[i] = fd;
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (n > 1 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
-            goto fail;
-        if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, 511) != 0)
-            goto fail;
-        if (i == 0) { /* the others join the port the first one got */
-            struct sockaddr_storage got;
-            socklen_t gl = sizeof got;
-            getsockname(fd, (struct sockaddr *)&got, &gl);
-            port = pier_net_port(&got);
-            pier_net_addr(host, port, &ss, &sslen);
-        }
-    }
     *bound_port = port;
     return 0;
 fail : {
     int e = errno;
-    snprintf(err, errsize, "cannot listen on %s:%d: %s", host, port, strerror(e));
+    snprintf(err, errsize, "cannot listen on %s:%d: %s%s", host, port, strerror(e),
+             e == EADDRINUSE ? " (another process listens on this port)" : "");
     for (int j = 0; j < n; j++)
         if (fds[j] >= 0)
             close(fds[j]);
@@ -97,7 +98,7 @@ fail : {
 }
 
 /* The Unix socket (listen.unix). One listening socket, which every worker adopts a duplicate
- * of (SO_REUSEPORT does not apply to paths). The file is made with the configured mode and
+ * of, like the TCP one. The file is made with the configured mode and
  * group before listen(), so no client ever connects through looser permissions. A socket file
  * left by a process that died (kill -9: nothing unlinked it) is stale: nothing accepts on it,
  * so it is removed and bound again; a path where something still accepts, or that is not a

@@ -48,15 +48,18 @@ struct pier__conn {
     uint8_t close_after_write;
 };
 
-/* A listening socket a worker accepts from. Accepting is ours, not uv_listen's, so that
- * accepting can pause (out of descriptors) and a connection that cannot be set up is closed
- * instead of left in the backlog — libuv stops watching a listener whose callback did not
- * accept. */
+/* A listening socket a worker accepts from: the worker's duplicate of it, waited on with
+ * EPOLLEXCLUSIVE through `poll` (src/conn.c, "Listening"). Accepting is ours, not
+ * uv_listen's, so that it can pause (out of descriptors) and a connection that cannot be set
+ * up is closed instead of left in the backlog. */
 struct pier__listener {
-    uv_poll_t poll;
+    uv_poll_t poll; /* on signal_fd: the listening socket's events are tagged with it */
     int fd;
+    int signal_fd; /* an eventfd that never fires */
     struct pier__worker *w;
     int is_unix; /* listen.unix: connections are uv_pipe_t */
+    int watched; /* fd is in the loop's epoll set */
+    int paused;  /* waiting on the worker's accept_timer */
     int closing;
 };
 
@@ -70,7 +73,7 @@ struct pier__worker {
     uint64_t deadline_timer_ms;      /* the deadline it is armed for; 0 when it is not */
     uv_timer_t log_timer;            /* writes the access-log batch soon after its first line */
     uv_check_t log_check;            /* after each loop turn: starts log_timer if lines wait */
-    uv_timer_t accept_timer;         /* resumes accepting after an EMFILE/ENFILE pause */
+    uv_timer_t accept_timer;         /* resumes paused listeners (EMFILE, ENFILE, ...) */
     struct pier__listener *listener; /* TCP */
     struct pier__listener *unix_listener; /* listen.unix, when set */
     const struct pier_config *cfg;
@@ -85,10 +88,10 @@ struct pier__worker {
     int draining;
     int forced;
     int stopping;
-    int accept_paused;      /* out of descriptors: waiting on accept_timer */
+    int accept_trouble;     /* clients shed or accepting paused since the last connection */
     unsigned accept_pauses; /* pauses in this episode (logged when accepting resumes) */
     uint64_t shed_logged_ms;
-    unsigned shed_unlogged;
+    unsigned shed_unlogged; /* clients shed since the last line that counted them */
     atomic_int finished;
     atomic_int new_listen_fd; /* handed over by a reload, -1 when none */
     atomic_int flushed;       /* set by the worker after a flush the control thread asked for */

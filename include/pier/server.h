@@ -2,11 +2,12 @@
  *
  * The main thread runs the control loop: SIGTERM/SIGINT start the drain, SIGHUP reloads the
  * config, timers bound the grace and drain periods. Each worker thread runs its own libuv
- * loop with its own listening socket (SO_REUSEPORT when there are several), its own
- * connections, metrics block and log batch, so the request path shares nothing and takes no
- * lock. The control loop talks to workers by publishing state (current config, lifecycle,
- * replacement listeners) and waking them with uv_async_send; workers read it on wake-up.
- * What the two halves share is private to them: src/worker.h.
+ * loop, accepts from the one listening socket they all share (each waits on it with
+ * EPOLLEXCLUSIVE: a connection wakes one worker), and has its own connections, metrics block
+ * and log batch, so the request path shares nothing and takes no lock. The control loop talks to
+ * workers by publishing state (current config, lifecycle, replacement listeners) and waking them
+ * with uv_async_send; workers read it on wake-up. What the two halves share is private to them:
+ * src/worker.h.
  */
 #ifndef PIER_SERVER_H
 #define PIER_SERVER_H

@@ -10,6 +10,9 @@
  * than the main one sleep that long first — a worker woken by the control thread (reload,
  * drain) takes that long to notice, which opens race windows a test wants to hit every time.
  *
+ * An accept error: PIER_FAULT_ACCEPT_ERRNO=e makes accept4() fail with errno e, without taking
+ * the pending connection, on its first PIER_FAULT_ACCEPT_TIMES (default 1) calls.
+ *
  * A slow start-up: PIER_FAULT_BIND_DELAY_MS=ms makes every bind() sleep that long first, after
  * writing "pier_fault: bind delayed" to stderr — a window, announced, in which a test can
  * signal pier while it starts.
@@ -21,6 +24,7 @@
 #define _GNU_SOURCE
 #endif
 #include <dlfcn.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -41,6 +45,10 @@ static atomic_long seen;
 static long wake_delay_ms;
 static long bind_delay_ms;
 static int (*real_bind)(int, const struct sockaddr *, socklen_t);
+static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
+static int accept_errno;
+static long accept_times = 1;
+static atomic_long accepts;
 
 /* dlsym may itself call calloc before real_calloc is known: serve those from here. */
 static char early[4096];
@@ -50,6 +58,7 @@ __attribute__((constructor)) static void fault_init(void) {
     real_calloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "calloc");
     real_read = (ssize_t(*)(int, void *, size_t))dlsym(RTLD_NEXT, "read");
     real_bind = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "bind");
+    real_accept4 = (int (*)(int, struct sockaddr *, socklen_t *, int))dlsym(RTLD_NEXT, "accept4");
     const char *v = getenv("PIER_FAULT_CALLOC");
     if (v && strcmp(v, "conn") == 0)
         fail_size = sizeof(struct pier__conn);
@@ -63,6 +72,10 @@ __attribute__((constructor)) static void fault_init(void) {
         wake_delay_ms = atol(v);
     if ((v = getenv("PIER_FAULT_BIND_DELAY_MS")) != NULL)
         bind_delay_ms = atol(v);
+    if ((v = getenv("PIER_FAULT_ACCEPT_ERRNO")) != NULL)
+        accept_errno = atoi(v);
+    if ((v = getenv("PIER_FAULT_ACCEPT_TIMES")) != NULL)
+        accept_times = atol(v);
 }
 
 void *calloc(size_t n, size_t size) {
@@ -115,4 +128,17 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len) {
         nanosleep(&ts, NULL);
     }
     return real_bind(fd, addr, len);
+}
+
+int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
+    if (accept_errno != 0 && atomic_fetch_add(&accepts, 1) < accept_times) {
+        char msg[64];
+        int n =
+            snprintf(msg, sizeof msg, "pier_fault: accept4 fails with errno %d\n", accept_errno);
+        if (write(STDERR_FILENO, msg, (size_t)n) < 0) { /* best effort */
+        }
+        errno = accept_errno;
+        return -1;
+    }
+    return real_accept4(fd, addr, len, flags);
 }

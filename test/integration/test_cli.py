@@ -120,6 +120,29 @@ class ConfigErrors(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("cannot listen on 127.0.0.1:%d: Address already in use" % port, r.stderr)
 
+    def test_second_pier_on_a_port_in_use_refuses_to_start_whatever_its_workers(self):
+        # a second instance must never silently share the port and take part of its traffic
+        port = free_port()
+        conf = "environment: test\nlisten:\n  host: 127.0.0.1\n  port: %d\nprefix: /prod\n" % port
+        with Pier(conf + "workers: 2\n", port=port) as first:
+            outcome = {}
+            for workers in (1, 2, 4):
+                path = write(self.tmp.name, "second.yaml", conf + "workers: %d\n" % workers)
+                try:
+                    r = run(["--config", path], timeout=3)
+                    outcome[workers] = (r.returncode, r.stderr.strip().splitlines()[-1:])
+                except subprocess.TimeoutExpired:  # still running: it started on the same port
+                    outcome[workers] = ("started", [])
+            print("second pier on port %d: %s" % (port, outcome))
+            started = [w for w, (code, _) in outcome.items() if code != 1]
+            self.assertEqual(started, [], "a second pier started on a port in use (workers: %s)" % started)
+            for workers, (code, err) in outcome.items():
+                self.assertIn("cannot listen on 127.0.0.1:%d: Address already in use (another process "
+                              "listens on this port)" % port, "".join(err))
+            # every request still reaches the first one
+            for _ in range(20):
+                self.assertEqual(first.get("/prod/health").status, 200)
+
     def test_env_and_cli_errors_named(self):
         path = write(self.tmp.name, "c.yaml", "prefix: /a\n")
         r = run(["--check-config", path], env={"PIER_LISTEN_PORT": "abc"})

@@ -6,10 +6,15 @@
   the workers wake up                  connections), the last one answers; nothing leaks
   SIGHUP while pier starts (a slow  -> held, not fatal: pier starts and then reloads
   bind)
+  three clients shed in a row       -> every one counted in the log ("connection shed", then
+                                       "accepting again" with the rest)
+  accept4 fails with a network      -> retried at once: the client is served, no pause
+  error (EHOSTUNREACH)
 
 Run:  python3 test/integration/test_faults.py -v
       (PIER_BIN picks the binary, PIER_FAULT_LIB the library; ctest sets both)
 """
+import errno
 import os
 import signal
 import socket
@@ -77,7 +82,7 @@ class Faults(unittest.TestCase):
             self.assertEqual(shed["error"], "not enough memory")
 
     def test_allocation_failures_in_a_row_with_two_workers(self):
-        # SO_REUSEPORT: the kernel keeps sending each worker its share; both must keep accepting
+        # both workers wait on the one listening socket; each must keep accepting after a shed
         with Pier(BASE_CONFIG + "workers: 2\n",
                   env=fault_env(PIER_FAULT_CALLOC="conn", PIER_FAULT_NTH=2, PIER_FAULT_TIMES=4)) as p:
             results = [one_request(p.port) for _ in range(30)]
@@ -105,8 +110,37 @@ class Faults(unittest.TestCase):
             got = {"first": one_request(first), "abandoned": one_request(b), "final": one_request(c)}
             print("ports after two fast reloads: %s" % got)
             self.assertEqual(got, {"first": "refused", "abandoned": "refused", "final": "HTTP/1.1 200 OK"})
-            # and pier holds no listening socket on the abandoned port (one per worker on c)
-            self.assertEqual(p.listening_ports(), [c, c])
+            # and pier holds no listening socket on the abandoned port: one on c, which both
+            # workers share
+            self.assertEqual(p.listening_ports(), [c])
+
+    def test_shed_clients_of_an_episode_are_all_counted_in_the_log(self):
+        # three allocations fail in a row, within a second: one "connection shed" line (the
+        # log is rate-limited), and the other two are counted when a client is served again
+        with Pier(BASE_CONFIG, env=fault_env(PIER_FAULT_CALLOC=os.environ.get("PIER_FAULT_CONN_SIZE", "conn"),
+                                             PIER_FAULT_NTH=1, PIER_FAULT_TIMES=3)) as p:
+            results = [one_request(p.port) for _ in range(4)]
+            self.assertEqual(results[3], "HTTP/1.1 200 OK", results)
+            again = p.wait_log(lambda j: j.get("msg") == "accepting again", 2)
+            lines = [j for j in p.logs() if j.get("msg") in ("connection shed: cannot set it up", "accepting again")]
+            counted = sum(j.get("shed", 0) for j in lines)
+            print("3 clients shed: %s; the log counts %d" % (results[:3], counted))
+            self.assertEqual(counted, 3, lines)
+            self.assertIsNotNone(again, "the end of the episode was not logged")
+            self.assertEqual(again["shed"], 2)
+
+    def test_a_network_error_from_accept_is_skipped_without_a_pause(self):
+        # accept(2): Linux passes a new connection's network errors through accept; the next
+        # client may be fine, so pier retries at once instead of pausing accepting for 500 ms
+        with Pier(BASE_CONFIG, env=fault_env(PIER_FAULT_ACCEPT_ERRNO=errno.EHOSTUNREACH)) as p:
+            t0 = time.time()
+            status = one_request(p.port)
+            took = time.time() - t0
+            paused = p.wait_log(lambda j: j.get("msg") == "cannot accept: accepting paused", 0.5)
+            print("accept4 fails once with EHOSTUNREACH: %s after %.3f s; paused: %s" % (status, took, paused is not None))
+            self.assertEqual(status, "HTTP/1.1 200 OK")
+            self.assertIsNone(paused, "accepting paused for one client's network error")
+            self.assertLess(took, 0.4)
 
     def test_sighup_while_starting_is_held_then_reloads(self):
         # bind() takes a second (fault library), so SIGHUP lands while pier starts, before its
