@@ -30,7 +30,10 @@ build-asan: deps
 	@cmake --preset asan >/dev/null
 	@cmake --build --preset asan -j $(JOBS)
 
-build-tsan: deps
+# The tsan preset builds libuv from Debian's source package, downloaded over HTTPS from
+# deb.debian.org on the first build (third_party/libuv/from-source.cmake).
+build-tsan:
+	@ci/install-deps.sh ca-certificates patch
 	@cmake --preset tsan >/dev/null
 	@cmake --build --preset tsan -j $(JOBS)
 
@@ -44,7 +47,8 @@ test-default: build test-deps
 test-asan: build-asan test-deps
 	ci/ctest.sh asan -j $(JOBS)
 
-# ThreadSanitizer: unit and integration tests (not the slow ones), pier with workers: 2.
+# ThreadSanitizer: unit and integration tests (not the slow ones), pier with workers: 2, and
+# tsan.planted_race (a racy build of pier that TSan must report).
 tsan: build-tsan test-deps
 	ci/ctest.sh tsan -j $(JOBS)
 
