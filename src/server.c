@@ -35,6 +35,7 @@
 
 #include "pier/log.h"
 #include "pier/net.h"
+#include "tsan_plant.h"
 #include "worker.h"
 
 #define READ_BUFFER_BYTES (64 * 1024)
@@ -368,6 +369,7 @@ static const struct pier_config *worker_take_config(struct pier__worker *w) {
 static void worker_on_wake(uv_async_t *handle) {
     struct pier__worker *w = handle->data;
     struct pier__server *srv = w->server;
+    PIER__TSAN_PLANTED_RACE(); /* nothing unless -DPIER_TSAN_PLANT_RACE=ON (tsan_plant.h) */
     if (atomic_load(&srv->flush_now)) {
         pier_env_flush_log(&w->env);
         atomic_store(&w->flushed, 1);
