@@ -144,11 +144,6 @@ static void reqstate_put(struct pier_env *env, struct pier_reqstate *rq) {
 
 /* ---- responses ----------------------------------------------------------------------- */
 
-static void append_lit(pier_buf_t *b, const char *s, size_t n) {
-    pier_buf_append(b, s, n);
-}
-#define LIT(b, s) append_lit((b), (s), sizeof(s) - 1)
-
 static void format_peer(const struct pier_peer *p, char *out, size_t size) {
     char ip[INET6_ADDRSTRLEN] = "-";
     if (p->family == 1) {
@@ -315,6 +310,16 @@ static void fail(struct pier_session *s, int status, const char *message,
         pier_counter_add(&s->env->metrics->bad[reason], 1);
     emit(s, &res, 1, s->rq && s->rq->req.method == HTTP_HEAD && s->rq->req.method_name);
     s->flags |= PIER_S_RESPONDED | PIER_S_CLOSE;
+}
+
+/* Copy request bytes into one of the request's buffers. Out of memory the request cannot be
+ * read whole: 503 and close, never a truncated head or body passed on. Returns 0 or
+ * HPE_PAUSED. */
+static int keep_bytes(struct pier_session *s, pier_buf_t *b, const char *at, size_t len) {
+    if (pier_buf_append(b, at, len) == 0)
+        return 0;
+    fail(s, 503, "out of memory: the request could not be kept", PIER_BAD_OVERLOAD);
+    return HPE_PAUSED;
 }
 
 /* ---- framing check -------------------------------------------------------------------- */
@@ -549,7 +554,8 @@ static int on_url(llhttp_t *p, const char *at, size_t len) {
         s->scan = SC_LINE;
         s->env->scan_at = at;
     }
-    pier_buf_append(&s->rq->head, at, len);
+    if (keep_bytes(s, &s->rq->head, at, len) != 0)
+        return HPE_PAUSED;
     return head_too_big(s) ? HPE_PAUSED : 0;
 }
 
@@ -576,7 +582,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
         s->flags |= PIER_S_IN_FIELD | PIER_S_IN_FIELDS;
         rq->field_off = (uint32_t)rq->head.len;
     }
-    pier_buf_append(&rq->head, at, len);
+    if (keep_bytes(s, &rq->head, at, len) != 0)
+        return HPE_PAUSED;
     return head_too_big(s) ? HPE_PAUSED : 0;
 trailer:
     if (rq->trailer_bytes > (uint64_t)s->env->cfg->max_header_bytes) {
@@ -606,7 +613,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
         }
         return 0;
     }
-    pier_buf_append(&rq->head, at, len);
+    if (keep_bytes(s, &rq->head, at, len) != 0)
+        return HPE_PAUSED;
     return head_too_big(s) ? HPE_PAUSED : 0;
 }
 
@@ -710,6 +718,13 @@ static int valid_host(struct pier_str v) {
     return 1;
 }
 
+/* llhttp also knows RTSP's methods (DESCRIBE … FLUSH) and takes them in RTSP/ request lines;
+ * to HTTP, and so to pier, they are methods like any token it does not implement: 501. Told by
+ * the method llhttp stored, not by the words of its error. */
+static int is_rtsp_method(int method) {
+    return method >= HTTP_DESCRIBE && method <= HTTP_FLUSH;
+}
+
 static int on_headers_complete(llhttp_t *p) {
     struct pier_session *s = of(p);
     struct pier_reqstate *rq = s->rq;
@@ -749,6 +764,10 @@ static int on_headers_complete(llhttp_t *p) {
 
     if (p->method == HTTP_CONNECT) {
         fail(s, 501, "CONNECT is not supported", PIER_BAD_NOT_IMPLEMENTED);
+        return HPE_PAUSED;
+    }
+    if (is_rtsp_method(p->method)) { /* a whole RTSP request line */
+        fail(s, 501, "unknown method", PIER_BAD_NOT_IMPLEMENTED);
         return HPE_PAUSED;
     }
     if (p->http_major != 1) {
@@ -815,8 +834,8 @@ static int on_headers_complete(llhttp_t *p) {
      * away (RFC 9110 10.1.1). */
     if (expect_continue) {
         if ((s->flags & PIER_S_KEEP_BODY) && !body_type_refused(req, rq->route)) {
-            LIT(&env->out, "HTTP/1.1 100 Continue\r\n\r\n");
-            return 0;
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            return keep_bytes(s, &env->out, cont, sizeof cont - 1);
         }
         struct pier_response res = {.body = &env->body};
         dispatch(s, &res);
@@ -845,7 +864,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
         return HPE_PAUSED;
     }
     if (s->flags & PIER_S_KEEP_BODY)
-        pier_buf_append(&rq->body, at, len);
+        return keep_bytes(s, &rq->body, at, len);
     return 0;
 }
 
@@ -883,6 +902,11 @@ static void dispatch(struct pier_session *s, struct pier_response *res) {
      * server freed) the one the headers were read under. */
     req->cfg = s->env->cfg;
     pier_routes[rq->route].handler(req, res);
+    if (res->body->oom) { /* the handler's answer was cut short: not sent */
+        pier_response_error(res, 503, "out of memory: the answer could not be built");
+        res->retry_after = 1;
+        s->flags |= PIER_S_CLOSE;
+    }
 }
 
 static int on_message_complete(llhttp_t *p) {
@@ -1035,8 +1059,8 @@ int pier_session_feed(struct pier_session *s, const char *data, size_t len) {
         return (s->flags & PIER_S_CLOSE) ? 1 : 0;
     }
     if (err == HPE_INVALID_CONSTANT && !(s->flags & PIER_S_RESPONDED) &&
-        strcmp(llhttp_get_error_reason(&s->parser), "Invalid method for HTTP/x.x request") == 0) {
-        /* a method llhttp knows from RTSP, sent in HTTP: unknown to HTTP, so to pier */
+        is_rtsp_method(s->parser.method)) {
+        /* an RTSP method, and then no RTSP/ after it (HTTP/, or garbage): unknown to pier */
         if (s->rq == NULL)
             s->rq = reqstate_get(s->env);
         fail(s, 501, "unknown method", PIER_BAD_NOT_IMPLEMENTED);

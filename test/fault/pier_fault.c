@@ -10,6 +10,10 @@
  * than the main one sleep that long first — a worker woken by the control thread (reload,
  * drain) takes that long to notice, which opens race windows a test wants to hit every time.
  *
+ * A buffer that cannot grow: PIER_FAULT_REALLOC_MIN=bytes fails realloc()s to at least that
+ * many bytes; PIER_FAULT_REALLOC_NTH=k (default 1) makes the k-th such call the first to fail,
+ * PIER_FAULT_REALLOC_TIMES=t (default 1) how many in a row fail.
+ *
  * An accept error: PIER_FAULT_ACCEPT_ERRNO=e makes accept4() fail with errno e, without taking
  * the pending connection, on its first PIER_FAULT_ACCEPT_TIMES (default 1) calls.
  *
@@ -38,6 +42,10 @@
 #include "worker.h"
 
 static void *(*real_calloc)(size_t, size_t);
+static void *(*real_realloc)(void *, size_t);
+static size_t realloc_min;
+static long realloc_from = 1, realloc_times = 1;
+static atomic_long reallocs;
 static ssize_t (*real_read)(int, void *, size_t);
 static size_t fail_size;
 static long fail_from = 1, fail_times = 1;
@@ -57,6 +65,7 @@ static size_t early_used;
 __attribute__((constructor)) static void fault_init(void) {
     real_calloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "calloc");
     real_read = (ssize_t(*)(int, void *, size_t))dlsym(RTLD_NEXT, "read");
+    real_realloc = (void *(*)(void *, size_t))dlsym(RTLD_NEXT, "realloc");
     real_bind = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "bind");
     real_accept4 = (int (*)(int, struct sockaddr *, socklen_t *, int))dlsym(RTLD_NEXT, "accept4");
     const char *v = getenv("PIER_FAULT_CALLOC");
@@ -72,6 +81,12 @@ __attribute__((constructor)) static void fault_init(void) {
         wake_delay_ms = atol(v);
     if ((v = getenv("PIER_FAULT_BIND_DELAY_MS")) != NULL)
         bind_delay_ms = atol(v);
+    if ((v = getenv("PIER_FAULT_REALLOC_MIN")) != NULL)
+        realloc_min = (size_t)strtoull(v, NULL, 10);
+    if ((v = getenv("PIER_FAULT_REALLOC_NTH")) != NULL)
+        realloc_from = atol(v);
+    if ((v = getenv("PIER_FAULT_REALLOC_TIMES")) != NULL)
+        realloc_times = atol(v);
     if ((v = getenv("PIER_FAULT_ACCEPT_ERRNO")) != NULL)
         accept_errno = atoi(v);
     if ((v = getenv("PIER_FAULT_ACCEPT_TIMES")) != NULL)
@@ -99,6 +114,30 @@ void *calloc(size_t n, size_t size) {
         }
     }
     return real_calloc(n, size);
+}
+
+void *realloc(void *p, size_t size) {
+    if (real_realloc == NULL) { /* called before fault_init ran */
+        static _Thread_local int resolving;
+        if (resolving)
+            return NULL; /* dlsym's own call, if it makes one */
+        resolving = 1;
+        real_realloc = (void *(*)(void *, size_t))dlsym(RTLD_NEXT, "realloc");
+        resolving = 0;
+        if (real_realloc == NULL)
+            return NULL;
+    }
+    if (realloc_min != 0 && size >= realloc_min) {
+        long k = atomic_fetch_add(&reallocs, 1) + 1;
+        if (k >= realloc_from && k < realloc_from + realloc_times) {
+            char msg[96];
+            int len = snprintf(msg, sizeof msg, "pier_fault: realloc(%zu) #%ld fails\n", size, k);
+            if (write(STDERR_FILENO, msg, (size_t)len) < 0) { /* best effort */
+            }
+            return NULL;
+        }
+    }
+    return real_realloc(p, size);
 }
 
 static int is_eventfd(int fd) {

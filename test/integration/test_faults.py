@@ -10,6 +10,8 @@
                                        "accepting again" with the rest)
   accept4 fails with a network      -> retried at once: the client is served, no pause
   error (EHOSTUNREACH)
+  a request body or an answer whose -> 503 Retry-After: 1, never a cut body to the handler or
+  buffer cannot grow (realloc)         the client; the next request is served
 
 Run:  python3 test/integration/test_faults.py -v
       (PIER_BIN picks the binary, PIER_FAULT_LIB the library; ctest sets both)
@@ -128,6 +130,30 @@ class Faults(unittest.TestCase):
             self.assertEqual(counted, 3, lines)
             self.assertIsNotNone(again, "the end of the episode was not logged")
             self.assertEqual(again["shed"], 2)
+
+    def test_a_request_body_that_cannot_be_kept_gets_503_never_a_cut_body(self):
+        # 200,000 body bytes need a 256 KiB buffer; that one realloc fails: the handler must not
+        # see the first 128 KiB as if they were the body
+        body = b'"' + b"x" * 199998 + b'"'
+        req = (b"POST /prod/echo HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+        with Pier(BASE_CONFIG, env=fault_env(PIER_FAULT_REALLOC_MIN=262144, PIER_FAULT_REALLOC_NTH=1)) as p:
+            r = harness.parse_responses(p.raw(req))
+            print("request body buffer cannot grow: %s" % [(x.status, x.body[:60]) for x in r])
+            self.assertEqual([x.status for x in r], [503])
+            self.assertEqual(r[0].headers.get("retry-after"), "1")
+            self.assertEqual(harness.parse_responses(p.raw(req))[0].status, 200)  # the next one works
+
+    def test_an_answer_that_cannot_be_built_gets_503_never_a_cut_body(self):
+        # the request buffer grows (1st realloc of 256 KiB); the answer's does not (2nd)
+        body = b'"' + b"x" * 199998 + b'"'
+        req = (b"POST /prod/echo HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+        with Pier(BASE_CONFIG, env=fault_env(PIER_FAULT_REALLOC_MIN=262144, PIER_FAULT_REALLOC_NTH=2)) as p:
+            r = harness.parse_responses(p.raw(req))
+            print("answer buffer cannot grow: %s" % [(x.status, len(x.body), x.body[:40]) for x in r])
+            self.assertEqual([x.status for x in r], [503])
+            self.assertEqual(harness.parse_responses(p.raw(req))[0].status, 200)
 
     def test_a_network_error_from_accept_is_skipped_without_a_pause(self):
         # accept(2): Linux passes a new connection's network errors through accept; the next

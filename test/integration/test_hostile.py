@@ -126,6 +126,8 @@ CASES = [
     ("unknown method", get(method=b"FROB"), {501}, True),
     ("unknown method sharing a prefix with a known one", get(method=b"GETS"), {501}, True),
     ("RTSP method in HTTP", get(method=b"PLAY"), {501}, True),
+    ("RTSP method, then no protocol", b"PLAY /prod/health XTTP/1.1\r\nHost: a\r\n\r\n", {501}, True),
+    ("an RTSP request line", b"SETUP /prod/health RTSP/1.0\r\nHost: a\r\n\r\n", {501}, True),
     ("empty method", get(method=b""), {400}, True),
     ("method too long", get(method=b"GETGETGETGET"), {501}, True),
     ("relative target without slash", get(target=b"prod/health"), {400}, True),

@@ -192,6 +192,13 @@ int main(void) {
         CHECK(status_of("GETX /prod/health HTTP/1.1\r\nHost: a\r\n\r\n", step, &closing) == 501);
         CHECK(status_of("get /prod/health HTTP/1.1\r\nHost: a\r\n\r\n", step, &closing) == 501);
         CHECK(status_of("PLAY /prod/health HTTP/1.1\r\nHost: a\r\n\r\n", step, &closing) == 501);
+        /* an RTSP method is 501 whatever follows it: told by the method llhttp parsed, not by
+         * the reason text of the error llhttp gives for what follows */
+        CHECK(status_of("PLAY /prod/health XTTP/1.1\r\nHost: a\r\n\r\n", step, &closing) == 501);
+        CHECK(status_of("SETUP /prod/health RTSP/1.0\r\nHost: a\r\n\r\n", step, &closing) == 501);
+        CHECK(status_of("FLUSH /prod/health HTTP/1.0\r\n\r\n", step, &closing) == 501);
+        /* an HTTP method with a protocol that is none: malformed */
+        CHECK(status_of("GET /prod/health XTTP/1.1\r\nHost: a\r\n\r\n", step, &closing) == 400);
         CHECK(status_of("G(T /prod/health HTTP/1.1\r\nHost: a\r\n\r\n", step, &closing) == 400);
         CHECK(status_of(" GET /prod/health HTTP/1.1\r\nHost: a\r\n\r\n", step, &closing) == 400);
         CHECK(status_of("FRO\r\n", step, &closing) == 400);
