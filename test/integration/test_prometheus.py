@@ -11,7 +11,9 @@ What a monitoring user would see is checked end to end:
     those targets up and the idle ones down, with job/env/slot/replica labels,
     the per-environment metrics path, and request counters above zero;
   * the shipped alerts.yml loads, every rule evaluates without error on real
-    pier series, and nothing fires while all is well, even though the idle
+    pier series, and none of pier's alerts (group "pier"; the public, nginx
+    and host groups need exporters, see the VM rehearsal) is pending or
+    firing while all is well, even though the idle
     slots are down; a rejected SIGHUP reload fires PierConfigReloadFailed
     for the environment, and stopping staging's only running slot makes
     PierDown pending for staging;
@@ -394,8 +396,20 @@ class PrometheusScrapesPier(unittest.TestCase):
             return set(re.findall(r"^\s*- alert:\s*(\S+)\s*$", f.read(), re.MULTILINE))
 
     def active_alerts(self):
+        """Pending and firing alerts of pier's own rule group ("pier"). The
+        other groups (public URL, nginx, host) need exporters this test does
+        not run: their absent() terms are pending here by design; the VM
+        rehearsal checks them with the real exporters."""
+        pier = {
+            r["name"]
+            for g in self.api("rules")["groups"]
+            if g["name"] == "pier"
+            for r in g["rules"]
+        }
         return [
-            (a["labels"], a["annotations"], a["state"]) for a in self.api("alerts")["alerts"]
+            (a["labels"], a["annotations"], a["state"])
+            for a in self.api("alerts")["alerts"]
+            if a["labels"].get("alertname") in pier
         ]
 
     def start_blue_slots(self):
