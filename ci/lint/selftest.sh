@@ -4,6 +4,8 @@
 #   ci/public-smoke.sh    against a fake pier on 127.0.0.1 (pass after retries, an old
 #                         release still answering, refused connections, bad arguments)
 #   ci/github-protect.sh  --dry-run output, --reviews (0 for one maintainer), bad arguments
+#   ci/changelog.py       release notes of one version; a CHANGELOG.md broken in each way it
+#                         checks is refused (and gives no release notes)
 #   ci/remote-deploy.sh   argument and secret checks; and, when sshd is installed and we
 #                         are root, a real deploy through a throwaway sshd on a loopback
 #                         port: files shipped, ci/deploy.sh's exit status passed back, the
@@ -124,6 +126,75 @@ output_has '"required_approving_review_count": 0,' "github-protect: --reviews 0 
 output_has '"require_last_push_approval": false' "github-protect: --reviews 0 needs no approval of the last push"
 output_has '"enforce_admins": true' "github-protect: --reviews 0 still binds administrators"
 expect 2 "github-protect: rejects --reviews 7" "$root/ci/github-protect.sh" --dry-run --reviews 7
+
+# --- ci/changelog.py ---------------------------------------------------------------------
+
+cl=$work/changelog
+mkdir -p "$cl"
+cat >"$cl/good.md" <<'EOF'
+# Changelog
+
+Intro text.
+
+## [Unreleased]
+
+### Added
+
+- Something not released yet.
+
+## [1.1.0] - 2026-03-02
+
+### Added
+
+- A feature.
+  Its second line.
+
+### Fixed
+
+- A bug.
+
+## [1.0.0] - 2026-01-15
+
+### Added
+
+- The first release.
+
+[1.1.0]: https://example.com/compare/v1.0.0...v1.1.0
+EOF
+printf '### Added\n\n- A feature.\n  Its second line.\n\n### Fixed\n\n- A bug.\n' >"$cl/want-1.1.0"
+printf 'project(pier VERSION 1.1.0 LANGUAGES C)\n' >"$cl/CMakeLists.txt"
+printf 'project(pier VERSION 1.2.0 LANGUAGES C)\n' >"$cl/CMakeLists-1.2.0.txt"
+expect 0 "changelog: a well-formed file passes, its CMake version has a section" \
+  "$root/ci/changelog.py" check "$cl/good.md" --cmake "$cl/CMakeLists.txt"
+expect 0 "changelog: section 1.1.0 prints" "$root/ci/changelog.py" section 1.1.0 "$cl/good.md"
+cp "$work/out" "$cl/got-1.1.0"
+expect 0 "changelog: section 1.1.0 is exactly that version's entries" diff "$cl/want-1.1.0" "$cl/got-1.1.0"
+expect 1 "changelog: no section for 1.2.0 (release notes refused)" \
+  "$root/ci/changelog.py" section 1.2.0 "$cl/good.md"
+output_has 'no section for version 1.2.0' "changelog: says which version is missing"
+expect 1 "changelog: CMakeLists.txt at 1.2.0 without a section fails the check" \
+  "$root/ci/changelog.py" check "$cl/good.md" --cmake "$cl/CMakeLists-1.2.0.txt"
+output_has 'version 1.2.0, which has no' "changelog: names the version without notes"
+# broken NAME SED-SCRIPT REGEX: the good file edited by SED-SCRIPT fails the check with REGEX.
+broken() {
+  sed -e "$2" "$cl/good.md" >"$cl/$1.md"
+  expect 1 "changelog: refuses $1" "$root/ci/changelog.py" check "$cl/$1.md"
+  output_has "$3" "changelog: $1 reported"
+  expect 1 "changelog: no release notes from a file with $1" \
+    "$root/ci/changelog.py" section 1.0.0 "$cl/$1.md"
+}
+broken "a duplicate version" 's/^## \[1.0.0\]/## [1.1.0]/' '\[1.1.0\] again'
+broken "versions out of order" 's/^## \[1.0.0\]/## [1.2.0]/' 'newest first'
+broken "an impossible date" 's/2026-01-15/2026-02-30/' 'is not a date'
+broken "dates out of order" 's/2026-01-15/2026-04-01/' 'is dated after'
+broken "an unknown kind of change" 's/^### Fixed/### Improved/' 'the kinds are'
+broken "a heading that is not a version" 's/^## \[1.0.0\] - 2026-01-15/## Version 1.0.0/' 'a section heading is'
+broken "no Unreleased section" '/^## \[Unreleased\]/d' 'Unreleased'
+broken "a release with no entries" '/^- The first release\.$/d' '\[1.0.0\] lists no change'
+broken "an entry outside a kind" 's/^## \[1.0.0\] - 2026-01-15$/&\n\n- A loose entry./' 'outside an'
+broken "a missing title" '1s/.*/# Changes/' 'first line must be'
+expect 0 "changelog: the repository's CHANGELOG.md passes, with a section for CMakeLists.txt's version" \
+  "$root/ci/changelog.py" check "$root/CHANGELOG.md" --cmake "$root/CMakeLists.txt"
 
 # --- ci/remote-deploy.sh -----------------------------------------------------------------
 
