@@ -17,10 +17,16 @@
 #   - changes arrive by pull request with N approving reviews; a new push dismisses old
 #     approvals; with N >= 1 the last pusher can't be the only approver; review threads
 #     must be resolved;
-#   - linear history, no force pushes, no deletion;
+#   - no force pushes, no deletion;
 #   - all of it also binds administrators.
-# Applying also turns off merge commits for the repository (linear history forbids them,
-# so the button would only fail) and deletes merged branches.
+# Linear history is NOT required, on either branch: the release flow (docs/delivery.md#branches)
+# merges main back into develop with a merge commit after a hotfix, and the next release
+# fast-forwards main to develop, merge commit included; GitHub's linear-history rule refuses
+# any push that contains a merge commit, so it would refuse that release for good.
+# ci/release-flow-test.sh replays the flow against a repository whose hooks enforce exactly
+# these rules (read from --dry-run), and shows that linear history on main breaks it.
+# Applying also allows merge commits in the repository (for the back-merge pull request
+# main -> develop; features and hotfixes are squashed or rebased) and deletes merged branches.
 #
 # Needs `gh` logged in as a repository admin (`gh auth login`, or GH_TOKEN). The repository
 # is --repo, else GH_REPO, else the one `gh repo view` finds for this checkout. A branch must
@@ -61,7 +67,7 @@ payload() {
     "require_last_push_approval": $( ((reviews > 0)) && echo true || echo false)
   },
   "restrictions": null,
-  "required_linear_history": true,
+  "required_linear_history": false,
   "allow_force_pushes": false,
   "allow_deletions": false,
   "required_conversation_resolution": true,
@@ -126,7 +132,7 @@ if ((dry_run)); then
     echo "# gh api --method PUT repos/${repo:-OWNER/NAME}/branches/$b/protection --input -" >&2
     payload
   done
-  echo "# gh repo edit ${repo:-OWNER/NAME} --enable-merge-commit=false --enable-squash-merge" \
+  echo "# gh repo edit ${repo:-OWNER/NAME} --enable-merge-commit --enable-squash-merge" \
     "--enable-rebase-merge --delete-branch-on-merge" >&2
   exit 0
 fi
@@ -146,8 +152,8 @@ if [[ ! $repo =~ ^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$ ]]; then
   exit 2
 fi
 
-echo "github-protect: $repo: merge commits off, squash and rebase merges on"
-gh repo edit "$repo" --enable-merge-commit=false --enable-squash-merge --enable-rebase-merge \
+echo "github-protect: $repo: merge commits (back-merges), squash and rebase merges on"
+gh repo edit "$repo" --enable-merge-commit --enable-squash-merge --enable-rebase-merge \
   --delete-branch-on-merge
 
 for b in "${branches[@]}"; do

@@ -20,7 +20,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 
 CHECKS=(shellcheck clang-format cppcheck yamllint dockerfile actionlint action-pins json protection cloud-init
-  links changelog ci-scripts deploy-rehearsal)
+  links changelog ci-scripts release-flow deploy-workflow deploy-rehearsal)
 SKIP=77 # a check's exit status when it has nothing to look at
 LOG_DIR=${LINT_LOG_DIR:-build/lint}
 SHOW=${LINT_SHOW:-60}
@@ -85,7 +85,9 @@ preinstall() {
     [cloud-init]="cloud-init:cloud-init yamllint:yamllint shellcheck:shellcheck"
     [links]="python3:python3"
     [changelog]="python3:python3"
-    [ci-scripts]="curl:curl ssh-keygen:openssh-client git:git python3:python3"
+    [ci-scripts]="curl:curl ssh-keygen:openssh-client git:git python3:python3 jq:jq yamllint:yamllint"
+    [release-flow]="git:git python3:python3"
+    [deploy-workflow]="yamllint:yamllint"
     [deploy-rehearsal]="yamllint:yamllint"
   )
   for name in "$@"; do
@@ -355,11 +357,29 @@ check_changelog() {
   python3 ci/changelog.py check CHANGELOG.md --cmake CMakeLists.txt
 }
 
-# Behaviour tests of the delivery scripts (public-smoke, github-protect, remote-deploy) on
-# loopback; see ci/lint/selftest.sh.
+# Behaviour tests of the delivery scripts (public-smoke, github-protect, changelog,
+# provenance, github-gate, github-release, deploy-workflow, remote-deploy) on loopback and
+# scratch repositories; see ci/lint/selftest.sh.
 check_ci-scripts() {
-  need curl curl && need ssh-keygen openssh-client && need git git && need python3 python3 || return 1
-  ci/lint/selftest.sh
+  need curl curl && need ssh-keygen openssh-client && need git git && need python3 python3 &&
+    need jq jq && python_with_yaml || return 1
+  PY=$PY ci/lint/selftest.sh
+}
+
+# The release flow (hotfix, back-merge, next release) against a scratch origin whose hook
+# enforces ci/github-protect.sh's rules; the broken flows refused (ci/release-flow-test.sh).
+check_release-flow() {
+  need git git && need python3 python3 || return 1
+  ci/release-flow-test.sh
+}
+
+# deploy.yml's provenance rules, as its structure: builds only from develop/main and only when
+# ci/provenance.sh says so, deploys only after the gate (ci.yml passed), the release from the
+# image's label (docs/delivery.md#provenance-rules; the selftest breaks each on a copy).
+check_deploy-workflow() {
+  python_with_yaml || return 1
+  echo "checks.py deploy-workflow .github/workflows/deploy.yml"
+  "$PY" ci/lint/checks.py deploy-workflow .github/workflows/deploy.yml
 }
 
 # test/delivery/vm-rehearsal.sh runs deploy.yml's deploy steps as written: it must give a value to

@@ -15,6 +15,14 @@
                                             (content starting with #!) to DIR, for shellcheck;
                                             prints one `extracted-file<TAB>where` line each
 
+    checks.py deploy-workflow WORKFLOW      deploy.yml's provenance rules as structure: push only
+                                            from develop/main; build only when ci/provenance.sh
+                                            says so; deploy only after provenance, gate (ci.yml
+                                            passed) and build; TAG/ENVIRONMENT only from
+                                            provenance; release from the image's label (ci/
+                                            release.sh), never CMakeLists.txt; who may write
+                                            packages and contents
+
     checks.py deploy-rehearsal WORKFLOW SCRIPT
                                             the variables of the deploy job's steps that
                                             test/delivery/vm-rehearsal.sh runs (ci/remote-deploy.sh,
@@ -153,6 +161,94 @@ def check_deploy_rehearsal(workflow, script):
     return findings
 
 
+def check_deploy_workflow(path):
+    """deploy.yml's provenance rules, as structure (docs/delivery.md#provenance-rules)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    lines = text.splitlines()
+    doc = yaml.safe_load(text) or {}
+    # PyYAML reads the key `on:` as the boolean True.
+    on = doc.get("on", doc.get(True)) or {}
+    jobs = doc.get("jobs") or {}
+    findings = []
+
+    def line_of(needle, default=1):
+        return next((i for i, l in enumerate(lines, 1) if needle in l), default)
+
+    def bad(needle, msg):
+        findings.append(f"{path}:{line_of(needle)}: {msg}")
+
+    def runs(job):
+        return "\n".join(str(s.get("run", "")) for s in (jobs.get(job) or {}).get("steps", []))
+
+    def needs(job):
+        n = (jobs.get(job) or {}).get("needs", [])
+        return {n} if isinstance(n, str) else set(n)
+
+    def cond(job):
+        return " ".join(str((jobs.get(job) or {}).get("if", "")).split())
+
+    if set(on) - {"push", "workflow_dispatch"}:
+        bad("on:", f"triggers {sorted(set(on) - {'push', 'workflow_dispatch'})}: only push and workflow_dispatch")
+    branches = set(((on.get("push") or {}).get("branches")) or [])
+    if branches != {"develop", "main"}:
+        bad("branches:", f"push.branches is {sorted(branches)}: images are built only from develop and main")
+    for job in ("provenance", "gate", "build", "deploy", "release"):
+        if job not in jobs:
+            bad("jobs:", f"no job `{job}`")
+    if findings:
+        return findings
+
+    if "ci/provenance.sh" not in runs("provenance") or '--ref "$GITHUB_REF"' not in runs("provenance"):
+        bad("ci/provenance.sh", "the provenance job does not run ci/provenance.sh with --ref \"$GITHUB_REF\"")
+    checkouts = [s for s in jobs["provenance"].get("steps", []) if "actions/checkout" in str(s.get("uses", ""))]
+    if not checkouts or (checkouts[0].get("with") or {}).get("fetch-depth") != 0:
+        bad("provenance:", "the provenance job's checkout needs fetch-depth: 0 (origin/main, origin/develop)")
+    if "provenance" not in needs("build") or "needs.provenance.outputs.build == 'true'" not in cond("build"):
+        bad("  build:", "the build job must need provenance and run only `if: needs.provenance.outputs.build == 'true'`")
+    if "ci/github-gate.sh checks" not in runs("gate"):
+        bad("  gate:", "the gate job does not run `ci/github-gate.sh checks` (ci.yml passed on the commit)")
+    staged = [s for s in jobs["gate"].get("steps", []) if "ci/github-gate.sh staged" in str(s.get("run", ""))]
+    if not staged or "needs.provenance.outputs.staged == 'true'" not in str(staged[0].get("if", "")):
+        bad("  gate:", "the gate job must run `ci/github-gate.sh staged` when provenance says staged")
+    if not {"provenance", "gate", "build"} <= needs("deploy"):
+        bad("  deploy:", "the deploy job must need provenance, gate and build")
+    for want in ("needs.provenance.result == 'success'", "needs.gate.result == 'success'"):
+        if want not in cond("deploy"):
+            bad("  deploy:", f"the deploy job's `if:` lacks {want}")
+    env_name = str(((jobs["deploy"].get("environment") or {}).get("name", "")))
+    if "needs.provenance.outputs.environment" not in env_name:
+        bad("  deploy:", "the deploy job's environment must be provenance's output")
+    for job, var, out in (("build", "TAG", "tag"), ("gate", "TAG", "tag"), ("deploy", "TAG", "tag"),
+                          ("deploy", "ENVIRONMENT", "environment"), ("release", "TAG", "tag")):
+        value = str((jobs[job].get("env") or {}).get(var, ""))
+        if value.replace(" ", "") != "${{needs.provenance.outputs.%s}}" % out:
+            bad(f"  {job}:", f"{job}'s env {var} must be ${{{{ needs.provenance.outputs.{out} }}}}, not {value!r}")
+    for job, spec in jobs.items():
+        if job != "provenance" and re.search(r"\binputs\.", yaml.safe_dump(spec)):
+            bad(f"  {job}:", f"job {job} reads `inputs.` itself: only provenance decides from the inputs")
+    if not {"provenance", "deploy"} <= needs("release"):
+        bad("  release:", "the release job must need provenance and deploy")
+    for want in ("needs.deploy.result == 'success'", "needs.provenance.outputs.environment == 'production'"):
+        if want not in cond("release"):
+            bad("  release:", f"the release job's `if:` lacks {want}")
+    if "ci/release.sh" not in runs("release") or "ci/github-release.sh" not in runs("release"):
+        bad("  release:", "the release job must run ci/release.sh (version from the image's label) and ci/github-release.sh")
+    if "CMakeLists.txt" in yaml.safe_dump(jobs["release"]):
+        bad("  release:", "the release job reads CMakeLists.txt: the version comes from the deployed image's label")
+    for job, spec in jobs.items():
+        perms = spec.get("permissions") or {}
+        if perms.get("packages") == "write" and job not in ("build", "release"):
+            bad(f"  {job}:", f"job {job} may write packages: only build and release may")
+        if perms.get("contents") == "write" and job != "release":
+            bad(f"  {job}:", f"job {job} may write contents: only release may (tags, the GitHub release)")
+    if doc.get("permissions") != {"contents": "read"}:
+        bad("permissions:", "the workflow's own permissions must be `contents: read` only")
+    if (doc.get("concurrency") or {}).get("cancel-in-progress") is not False:
+        bad("concurrency:", "a deploy is never cancelled half-way: cancel-in-progress: false")
+    return findings
+
+
 # .ci/run stages that only prepare a fresh machine: a hosted runner has Docker running,
 # pulls debian:bookworm-slim, and each job installs what it uses.
 STAGES_NOT_IN_CI = {"deps", "dockerd", "base-image"}
@@ -195,6 +291,8 @@ def main(argv):
         findings = check_ci_stages(args[0], args[1])
     elif cmd == "required-checks" and len(args) >= 2:
         findings = check_required_checks(args[0], args[1:])
+    elif cmd == "deploy-workflow" and len(args) == 1:
+        findings = check_deploy_workflow(args[0])
     elif cmd == "deploy-rehearsal" and len(args) == 2:
         findings = check_deploy_rehearsal(*args)
     elif cmd == "cloud-init-keys" and len(args) == 1:

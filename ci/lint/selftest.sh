@@ -6,6 +6,14 @@
 #   ci/github-protect.sh  --dry-run output, --reviews (0 for one maintainer), bad arguments
 #   ci/changelog.py       release notes of one version; a CHANGELOG.md broken in each way it
 #                         checks is refused (and gives no release notes)
+#   ci/provenance.sh      against a scratch repository (develop, main, a release, a hotfix, a
+#                         back-merge, a feature branch): every refusal and every decision
+#   ci/github-gate.sh     against a fake GitHub API on loopback: checks passed, failed, running,
+#                         missing, a look-alike from another app, the API down; staging ran,
+#                         failed, running, never
+#   ci/github-release.sh  --dry-run: notes from CHANGELOG.md at the released commit; a broken
+#                         one refused; an existing tag not moved
+#   checks.py deploy-workflow  passes on deploy.yml, and fails on copies with a rule broken
 #   ci/remote-deploy.sh   argument and secret checks; and, when sshd is installed and we
 #                         are root, a real deploy through a throwaway sshd on a loopback
 #                         port: files shipped, ci/deploy.sh's exit status passed back, the
@@ -118,7 +126,8 @@ expect 2 "public-smoke: rejects a tag with shell characters" "$root/ci/public-sm
 # --- ci/github-protect.sh ----------------------------------------------------------------
 
 expect 0 "github-protect: --dry-run works offline" "$root/ci/github-protect.sh" --dry-run
-output_has '"required_linear_history": true' "github-protect: linear history required"
+output_has '"required_linear_history": false' "github-protect: no linear history (back-merges reach main)"
+output_has '"allow_force_pushes": false' "github-protect: no force pushes"
 output_has '"required_approving_review_count": 1,' "github-protect: one approving review by default"
 expect 2 "github-protect: rejects a bad branch name" "$root/ci/github-protect.sh" --dry-run 'a..b'
 expect 0 "github-protect: --reviews 0 (one maintainer)" "$root/ci/github-protect.sh" --dry-run --reviews 0 main
@@ -195,6 +204,249 @@ broken "an entry outside a kind" 's/^## \[1.0.0\] - 2026-01-15$/&\n\n- A loose e
 broken "a missing title" '1s/.*/# Changes/' 'first line must be'
 expect 0 "changelog: the repository's CHANGELOG.md passes, with a section for CMakeLists.txt's version" \
   "$root/ci/changelog.py" check "$root/CHANGELOG.md" --cmake "$root/CMakeLists.txt"
+
+# --- ci/provenance.sh, against a scratch repository ---------------------------------------
+
+# origin: main and develop at c0; d1 on develop, released (main fast-forwarded to it); d2 on
+# develop (not released); hotfix h on main; develop back-merges main (b); f only on a
+# feature branch. clone: a fresh clone, as deploy.yml's checkout with fetch-depth: 0.
+pv=$work/provenance
+g() { git -C "$pv/dev" -c user.name=t -c user.email=t@t -c init.defaultBranch=main "$@"; }
+git init -q --bare "$pv/origin.git"
+git init -q -b main "$pv/dev"
+g remote add origin "$pv/origin.git"
+g commit -q --allow-empty -m c0 && c0=$(g rev-parse HEAD)
+g push -q origin main main:develop
+g checkout -q -b develop origin/develop
+g commit -q --allow-empty -m d1 && d1=$(g rev-parse HEAD)
+g push -q origin develop develop:main
+g commit -q --allow-empty -m d2 && d2=$(g rev-parse HEAD)
+g push -q origin develop
+g checkout -q -B main origin/main
+g commit -q --allow-empty -m hotfix && h=$(g rev-parse HEAD)
+g push -q origin main
+g checkout -q develop
+g merge -q --no-ff -m back-merge origin/main && b=$(g rev-parse HEAD)
+g push -q origin develop
+g checkout -q -b feature/x
+g commit -q --allow-empty -m feature && f=$(g rev-parse HEAD)
+g push -q origin feature/x
+git clone -q "$pv/origin.git" "$pv/clone"
+prov() { (cd "$pv/clone" && "$root/ci/provenance.sh" "$@"); }
+: "$c0"
+
+expect 0 "provenance: a push to develop deploys staging and builds" \
+  prov --event push --ref refs/heads/develop --sha "$b"
+output_has '^environment=staging$' "provenance: develop -> staging"
+output_has '^build=true$' "provenance: develop builds its image"
+expect 0 "provenance: a push to main of develop's commit (a release)" \
+  prov --event push --ref refs/heads/main --sha "$d1"
+output_has '^environment=production$' "provenance: main -> production"
+output_has '^build=false$' "provenance: a release is never rebuilt (production runs staging's image)"
+output_has '^staged=true$' "provenance: a release waits for its staging deployment"
+expect 0 "provenance: a push to main of a hotfix" prov --event push --ref refs/heads/main --sha "$h"
+output_has '^build=true$' "provenance: a hotfix is built from main"
+output_has '^staged=false$' "provenance: a hotfix never ran on staging"
+output_has 'never ran on staging' "provenance: says so"
+expect 1 "provenance: a dispatch on a feature branch is refused" \
+  prov --event workflow_dispatch --ref refs/heads/feature/x --sha "$f" --environment staging --tag ''
+output_has 'only from develop or main.*nothing is built' "provenance: says nothing is built, and why"
+expect 1 "provenance: a push of a tag ref is refused" prov --event push --ref refs/tags/v1 --sha "$d1"
+expect 0 "provenance: production rollback to a commit on main" \
+  prov --event workflow_dispatch --ref refs/heads/main --sha "$h" --environment production --tag "$d1"
+output_has "^tag=$d1\$" "provenance: deploys the rollback's TAG"
+output_has '^build=false$' "provenance: a rollback builds nothing"
+expect 1 "provenance: production of a develop-only commit is refused" \
+  prov --event workflow_dispatch --ref refs/heads/main --sha "$h" --environment production --tag "$d2"
+output_has 'not an ancestor of origin/main' "provenance: says TAG is not on main"
+expect 1 "provenance: production of a feature commit is refused" \
+  prov --event workflow_dispatch --ref refs/heads/main --sha "$h" --environment production --tag "$f"
+expect 0 "provenance: the back-merged hotfix is still not staged" \
+  prov --event workflow_dispatch --ref refs/heads/main --sha "$h" --environment production --tag "$h"
+output_has '^staged=false$' "provenance: a back-merge's second parent is not on develop's line"
+expect 1 "provenance: production from develop is refused" \
+  prov --event workflow_dispatch --ref refs/heads/develop --sha "$b" --environment production --tag ''
+expect 1 "provenance: staging from main is refused" \
+  prov --event workflow_dispatch --ref refs/heads/main --sha "$h" --environment staging --tag ''
+expect 1 "provenance: staging of a feature-only commit is refused" \
+  prov --event workflow_dispatch --ref refs/heads/develop --sha "$b" --environment staging --tag "$f"
+expect 1 "provenance: a short tag is refused" \
+  prov --event workflow_dispatch --ref refs/heads/main --sha "$h" --environment production --tag "${d1:0:12}"
+expect 2 "provenance: an unknown event" prov --event pull_request --ref refs/heads/main --sha "$h"
+
+# --- ci/github-gate.sh, against a fake GitHub API on loopback -----------------------------
+
+# The fake answers from the scenario named in $work/scenario (read at every request); a
+# route's answers advance one per request and stay on the last. No token: 401.
+fake_api() {
+  rm -f "$work/api-port"
+  python3 - "$work/scenario" "$work/api-port" "$root/ci/github-protect.sh" "$sha" <<'PY' &
+import http.server, json, re, sys
+scenario_file, port_file, protect, sha = sys.argv[1:5]
+required = re.search(r"^REQUIRED_CHECKS=\((.*)\)$", open(protect).read(), re.M).group(1).split()
+ACTIONS = 15368
+def runs(overrides=None, other_app=None):
+    out, i = [], 100
+    for name in required:
+        status, conclusion = (overrides or {}).get(name, ("completed", "success"))
+        if status is None:
+            continue
+        out.append({"id": i, "name": name, "status": status, "conclusion": conclusion,
+                    "app": {"id": ACTIONS}})
+        i += 1
+    for name, conclusion in (other_app or {}).items():
+        out.append({"id": 999, "name": name, "status": "completed", "conclusion": conclusion,
+                    "app": {"id": 4242}})
+    return {"total_count": len(out), "check_runs": out}
+C = f"/repos/acme/pier/commits/{sha}/check-runs"
+D = "/repos/acme/pier/deployments"
+S = "/repos/acme/pier/deployments/7/statuses"
+def st(*states):
+    return [{"state": s} for s in reversed(states)]  # newest first, as the API lists them
+SCENARIOS = {
+    "pass": {C: [runs()]},
+    "one-failed": {C: [runs({"memcheck": ("completed", "failure")})]},
+    "running-then-pass": {C: [runs({"vm-rehearsal": ("in_progress", None)}), runs()]},
+    "missing": {C: [runs({"lint": (None, None)})]},
+    "look-alike": {C: [runs({"lint": ("completed", "failure")}, other_app={"lint": "success"})]},
+    "api-down": {C: [500]},
+    "staged": {D: [[{"id": 7}]], S: [st("in_progress", "success", "inactive")]},
+    "staging-failed": {D: [[{"id": 7}]], S: [st("in_progress", "failure")]},
+    "staging-running-then-ok": {D: [[{"id": 7}]], S: [st("queued"), st("in_progress"), st("in_progress", "success")]},
+    "never-staged": {D: [[]]},
+}
+counters = {}
+class API(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+    def do_GET(self):
+        name = open(scenario_file).read().strip()
+        path = self.path.split("?")[0]
+        answers = SCENARIOS.get(name, {}).get(path)
+        if self.headers.get("Authorization") != "Bearer t0ken":
+            code, body = 401, {"message": "Bad credentials"}
+        elif answers is None:
+            code, body = 404, {"message": "Not Found"}
+        else:
+            k = (name, path)
+            i = counters.get(k, 0)
+            counters[k] = i + 1
+            body = answers[min(i, len(answers) - 1)]
+            code = 200
+            if isinstance(body, int):
+                code, body = body, {"message": "boom"}
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+server = http.server.HTTPServer(("127.0.0.1", 0), API)
+with open(port_file + ".tmp", "w") as f:
+    f.write(str(server.server_port))
+import os; os.rename(port_file + ".tmp", port_file)
+server.serve_forever()
+PY
+  pids+=($!)
+  local i
+  for ((i = 0; i < 50; i++)); do
+    [[ -s $work/api-port ]] && break
+    sleep 0.1
+  done
+  api_port=$(cat "$work/api-port")
+}
+if command -v jq >/dev/null 2>&1; then
+  fake_api
+  # gate SCENARIO ARGS...: GATE_TIMEOUT 30 s, or $gate_timeout for the cases that must give up.
+  gate() {
+    echo "$1" >"$work/scenario"
+    shift
+    env GITHUB_API_URL="http://127.0.0.1:$api_port" GITHUB_REPOSITORY=acme/pier GITHUB_TOKEN=t0ken \
+      GATE_POLL=0 GATE_TIMEOUT="${gate_timeout:-30}" "$root/ci/github-gate.sh" "$@"
+  }
+  expect 0 "gate: every required ci.yml check passed" gate pass checks "$sha"
+  output_has 'ci.yml passed on' "gate: says so"
+  expect 1 "gate: a failed check refuses the deploy" gate one-failed checks "$sha"
+  output_has 'memcheck:failure' "gate: names the failed check"
+  expect 0 "gate: waits while a check runs, then passes" gate running-then-pass checks "$sha"
+  output_has 'waiting for ci.yml.*vm-rehearsal:in_progress' "gate: said what it waited for"
+  gate_timeout=3 expect 1 "gate: a required check that never ran: gives up at the timeout" \
+    gate missing checks "$sha"
+  output_has 'gave up after 3s.*no run yet: lint' "gate: says which check never ran"
+  expect 1 "gate: another app's passing look-alike does not count" gate look-alike checks "$sha"
+  output_has 'lint:failure' "gate: the Actions run of lint decided"
+  expect 1 "gate: an API that fails is never read as a pass" gate api-down checks "$sha"
+  output_has 'API failed 3 times' "gate: says the API failed"
+  expect 2 "gate: needs a token" env -u GITHUB_TOKEN GITHUB_REPOSITORY=acme/pier "$root/ci/github-gate.sh" checks "$sha"
+  expect 0 "gate: staging ran the commit (success, later inactive)" gate staged staged "$sha"
+  expect 1 "gate: a failed staging deployment refuses production" gate staging-failed staged "$sha"
+  output_has 'ended without success' "gate: says staging did not run it"
+  expect 0 "gate: waits for a running staging deployment" gate staging-running-then-ok staged "$sha"
+  gate_timeout=3 expect 1 "gate: never staged: gives up" gate never-staged staged "$sha"
+  output_has 'none yet' "gate: says there is no staging deployment"
+else
+  echo "skip gate tests (jq is not installed)"
+  failed=$((failed + 1))
+fi
+
+# --- ci/github-release.sh --dry-run ---------------------------------------------------------
+
+cp "$cl/good.md" "$pv/dev/CHANGELOG.md"
+g checkout -q develop
+g add CHANGELOG.md && g commit -q -m "changelog" && rel=$(g rev-parse HEAD)
+printf '# Changelog\n\n## [Unreleased]\n\n## [1.1.0] - 2026-03-02\n' >"$pv/dev/CHANGELOG.md"
+g commit -q -am "broken changelog" && rel_bad=$(g rev-parse HEAD)
+g tag v1.0.0 "$d1"
+ghrel() { (cd "$pv/dev" && "$root/ci/github-release.sh" "$@"); }
+expect 0 "github-release: notes from CHANGELOG.md at the released commit" ghrel --dry-run 1.1.0 "$rel"
+output_has '^- A feature\.$' "github-release: the notes are 1.1.0's section"
+output_has 'gh release create v1.1.0 --target '"$rel" "github-release: tags the released commit"
+expect 1 "github-release: a CHANGELOG.md without 1.1.0's entries gives no release" \
+  ghrel --dry-run 1.1.0 "$rel_bad"
+output_has 'gives no notes for 1.1.0' "github-release: says why"
+expect 0 "github-release: an existing tag on another commit is not moved" ghrel --dry-run 1.0.0 "$rel"
+output_has 'v1.0.0 is on .*not moved' "github-release: says the tag stays"
+if grep -q 'would run' "$work/out"; then
+  failed=$((failed + 1))
+  echo "FAIL github-release: made a release for a tag on another commit"
+fi
+
+# --- checks.py deploy-workflow: each rule broken on a copy of deploy.yml -----------------------
+
+dw=$work/deploy-workflow
+mkdir -p "$dw"
+py=${PY:-python3} # a Python with PyYAML (ci/lint.sh passes the one it found)
+expect 0 "deploy-workflow: deploy.yml keeps the provenance rules" \
+  "$py" "$root/ci/lint/checks.py" deploy-workflow "$root/.github/workflows/deploy.yml"
+# mutant NAME PYTHON-EXPRESSION-ON-doc REGEX: deploy.yml changed so must fail with REGEX.
+mutant() {
+  "$py" - "$root/.github/workflows/deploy.yml" "$dw/$1.yml" "$2" <<'PY'
+import sys, yaml
+src, dst, change = sys.argv[1:4]
+doc = yaml.safe_load(open(src))
+on = doc.pop(True)
+doc["on"] = on
+jobs = doc["jobs"]
+exec(change)
+yaml.safe_dump(doc, open(dst, "w"), sort_keys=False)
+PY
+  expect 1 "deploy-workflow: refuses $1" "$py" "$root/ci/lint/checks.py" deploy-workflow "$dw/$1.yml"
+  output_has "$3" "deploy-workflow: $1 reported"
+}
+mutant "a build on any branch" "on['push']['branches'].append('feature/**')" 'only from develop and main'
+mutant "a build that ignores provenance" "jobs['build'].pop('if')" 'build job must need provenance'
+mutant "a deploy without the gate" "jobs['deploy']['needs'].remove('gate')" 'must need provenance, gate and build'
+mutant "a deploy that skips a failed gate" \
+  "jobs['deploy']['if'] = jobs['deploy']['if'].replace(\"needs.gate.result == 'success'\", 'true')" \
+  "lacks needs.gate.result"
+mutant "a TAG from the inputs" "jobs['deploy']['env']['TAG'] = '\${{ inputs.tag || github.sha }}'" \
+  "env TAG must be"
+mutant "a release version from CMakeLists.txt" \
+  "jobs['release']['steps'].insert(2, {'run': 'sed -n s/x/y/p CMakeLists.txt'})" 'reads CMakeLists.txt'
+mutant "packages written by the deploy job" "jobs['deploy']['permissions']['packages'] = 'write'" \
+  'only build and release'
+mutant "a pull_request trigger" "on['pull_request'] = {}" 'only push and workflow_dispatch'
+mutant "a cancellable deploy" "doc['concurrency']['cancel-in-progress'] = True" 'never cancelled'
 
 # --- ci/remote-deploy.sh -----------------------------------------------------------------
 
