@@ -3,7 +3,7 @@
 # $GITHUB_STEP_SUMMARY, also when the deploy failed): whether the release went live, the
 # watch's verdict with the figures it was judged on, and the watch's progress lines.
 #
-#   ci/deploy-summary.sh LOG     LOG: the output of ci/remote-deploy.sh (or ci/deploy.sh)
+#   ci/deploy-summary.sh LOG     LOG: the output of deploy/pier-deploy deploy
 set -euo pipefail
 
 log=${1:?usage: ci/deploy-summary.sh LOG}

@@ -20,7 +20,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 
 CHECKS=(shellcheck clang-format cppcheck yamllint dockerfile actionlint action-pins json protection cloud-init
-  links changelog ci-scripts release-flow deploy-workflow deploy-rehearsal)
+  links changelog ci-scripts release-flow deploy-workflow deploy-rehearsal delivery-unit)
 SKIP=77 # a check's exit status when it has nothing to look at
 LOG_DIR=${LINT_LOG_DIR:-build/lint}
 SHOW=${LINT_SHOW:-60}
@@ -89,6 +89,7 @@ preinstall() {
     [release-flow]="git:git python3:python3"
     [deploy-workflow]="yamllint:yamllint"
     [deploy-rehearsal]="yamllint:yamllint"
+    [delivery-unit]="yamllint:yamllint ssh-keygen:openssh-client"
   )
   for name in "$@"; do
     for pair in ${tools[$name]:-}; do
@@ -358,7 +359,7 @@ check_changelog() {
 }
 
 # Behaviour tests of the delivery scripts (public-smoke, github-protect, changelog,
-# provenance, github-gate, github-release, deploy-workflow, remote-deploy) on loopback and
+# provenance, github-gate, github-release, deploy-workflow, pier-deploy's SSH client) on loopback and
 # scratch repositories; see ci/lint/selftest.sh.
 check_ci-scripts() {
   need curl curl && need ssh-keygen openssh-client && need git git && need python3 python3 &&
@@ -388,6 +389,15 @@ check_deploy-rehearsal() {
   python_with_yaml || return 1
   echo "checks.py deploy-rehearsal .github/workflows/deploy.yml test/delivery/vm-rehearsal.sh"
   "$PY" ci/lint/checks.py deploy-rehearsal .github/workflows/deploy.yml test/delivery/vm-rehearsal.sh
+}
+
+# Unit tests of the delivery tool (deploy/pierdeploy, python3 -m unittest): the watch's
+# verdict (resets, low traffic, unreadable metrics, restarts, nginx's 5xx), the rollback
+# chain, the deploy file's loader (file:line, did-you-mean, overrides), the command's
+# refusals, and that docs/deploy-file.md holds the generated key table.
+check_delivery-unit() {
+  python_with_yaml || return 1
+  "$PY" -m unittest discover -s test/delivery/unit 2>&1
 }
 
 # --- driver ------------------------------------------------------------------------------

@@ -20,9 +20,9 @@
 # program with a real nginx on loopback.
 #
 # The scrape config is also checked against the blue/green deploy: one
-# target per environment, slot and replica, on the port from ci/deploy-lib.sh
-# (slot_port, the VM's defaults), with env, slot, replica and the metrics path under
-# the environment's prefix (config/pier/ENV.yaml); and every environment has its
+# target per environment, slot and replica, on the port from deploy/pier-deploy.yml
+# (the deploy tool's loader), with env, slot, replica and the metrics path under
+# the environment's prefix (from the same file); and every environment has its
 # absent() term in PierDown.
 set -euo pipefail
 
@@ -129,21 +129,19 @@ PY
 }
 check "every alert has severity, annotations and a runbook section" runbook_check
 
-# The deploy's replicas, "ENV SLOT REPLICA PORT PREFIX" per line, from the deploy's own
-# code with the VM's defaults (not this shell's PIER_*_PORTS, if any).
-# shellcheck disable=SC2016 # the inner script expands its own variables
+# The deploy's replicas, "ENV SLOT REPLICA PORT PREFIX" per line, from the deploy file
+# (deploy/pier-deploy.yml) through the deploy tool's own loader, without overrides.
 deploy_slots() {
-	env -u PIER_PROD_PORTS -u PIER_STAGING_PORTS bash -c '
-		set -eu
-		. ci/deploy-lib.sh
-		for e in prod staging; do
-			prefix=$(cfg_get "config/pier/$e.yaml" prefix)
-			for s in blue green; do
-				for r in "${replicas[@]}"; do
-					echo "$e $s $r $(slot_port "$e" "$s" "$r") ${prefix:-/$e}"
-				done
-			done
-		done'
+	env -i PATH="$PATH" "$py" - <<'PY'
+import sys
+sys.path.insert(0, "deploy")
+from pierdeploy import config
+cfg = config.load("deploy/pier-deploy.yml", {})
+for env in cfg.envs:
+    for slot in config.SLOTS:
+        for replica, port in zip(cfg.replicas(env), cfg.slot_ports(env, slot)):
+            print(env, slot, replica, port, cfg.env(env)["prefix"])
+PY
 }
 
 slots_check() {
@@ -199,7 +197,7 @@ print(f"{len(got)} scrape targets checked against {len(want)} deploy replicas")
 sys.exit(1 if errors else 0)
 PY
 }
-check "scrape targets are the blue/green deploy's replicas (slot_port)" slots_check
+check "scrape targets are the blue/green deploy's replicas (deploy/pier-deploy.yml)" slots_check
 
 # The exporters' configuration (blackbox modules, the mtail program over
 # nginx's real access log) with the real programs on loopback.

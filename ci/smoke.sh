@@ -122,7 +122,7 @@ check "published ports are on 127.0.0.1 only" bash -c \
 nginx_port=$(free_port)
 cp -r "$root/config/nginx" "$tmp/conf"
 sed -i -E "s/^( *listen ).*;/\\1127.0.0.1:$nginx_port;/" "$tmp/conf/pier.conf"
-# The shipped upstream files name the VM's Unix sockets (ci/deploy.sh); here each
+# The shipped upstream files name the VM's Unix sockets (deploy/pier-deploy); here each
 # environment is one container on a loopback port.
 printf 'server 127.0.0.1:%s;\n' "$prod_port" >"$tmp/conf/upstreams/prod.conf"
 printf 'server 127.0.0.1:%s;\n' "$staging_port" >"$tmp/conf/upstreams/staging.conf"

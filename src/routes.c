@@ -7,7 +7,7 @@
 #define ECHO  pier_handle_echo
 
 /* Test builds only (cmake -DPIER_TEST_FAULT=..., see CMakeLists.txt): the images with which
- * test/delivery/deploy-watch-test.sh checks that a deploy notices a bad release after the switch. A
+ * test/delivery/deploy-test.sh checks that a deploy notices a bad release after the switch. A
  * normal build compiles none of this. */
 #if defined(PIER_TEST_FAULT_SLOW_100MS)
 #include <time.h>

@@ -25,7 +25,7 @@
 
     checks.py deploy-rehearsal WORKFLOW SCRIPT
                                             the variables of the deploy job's steps that
-                                            test/delivery/vm-rehearsal.sh runs (ci/remote-deploy.sh,
+                                            test/delivery/vm-rehearsal.sh runs (deploy/pier-deploy deploy,
                                             ci/public-smoke.sh) are exactly the ones the
                                             script gives values for (its VALUES block)
 
@@ -132,7 +132,7 @@ def check_deploy_rehearsal(workflow, script):
         doc = yaml.safe_load(f)
     steps = {s.get("name"): s for s in doc.get("jobs", {}).get("deploy", {}).get("steps", [])}
     wanted = {}
-    for name in ("ci/remote-deploy.sh", "ci/public-smoke.sh"):
+    for name in REHEARSED_STEPS:
         if name not in steps:
             findings.append(f"{workflow}:1: the deploy job has no step named {name!r}, which {script} runs")
             continue
@@ -248,6 +248,9 @@ def check_deploy_workflow(path):
         bad("concurrency:", "a deploy is never cancelled half-way: cancel-in-progress: false")
     return findings
 
+
+# The deploy job's steps that test/delivery/vm-rehearsal.sh runs as written.
+REHEARSED_STEPS = ("deploy/pier-deploy deploy", "ci/public-smoke.sh")
 
 # .ci/run stages that only prepare a fresh machine: a hosted runner has Docker running,
 # pulls debian:bookworm-slim, and each job installs what it uses.

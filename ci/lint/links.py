@@ -3,7 +3,7 @@
 an anchor (#part) names a heading of the target Markdown file the way GitHub renders it.
 
     links.py FILE.md...              the links in these Markdown files
-    links.py --mentions FILE...      mentions like `docs/deploys.md#settings` (or a GitHub
+    links.py --mentions FILE...      mentions like `docs/deploys.md#roll-back` (or a GitHub
                                      blob URL of this repository ending so) in comments and
                                      config files: paths are relative to the repository root
 

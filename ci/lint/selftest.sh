@@ -14,10 +14,11 @@
 #   ci/github-release.sh  --dry-run: notes from CHANGELOG.md at the released commit; a broken
 #                         one refused; an existing tag not moved
 #   checks.py deploy-workflow  passes on deploy.yml, and fails on copies with a rule broken
-#   ci/remote-deploy.sh   argument and secret checks; and, when sshd is installed and we
-#                         are root, a real deploy through a throwaway sshd on a loopback
-#                         port: files shipped, ci/deploy.sh's exit status passed back, the
-#                         registry token used and thrown away, a wrong host key refused.
+#   deploy/pier-deploy    its SSH client: argument and host-key checks; and, when sshd is
+#                         installed and we are root, commands through a throwaway sshd on a
+#                         loopback port: only the checked verb and arguments sent, the
+#                         registry token on stdin, the exit status passed back, a changed
+#                         host key refused.
 # Every server it starts is stopped by its PID on exit. Prints `ok`/`FAIL` per case and
 # `selftest: N passed, M failed`; exits 1 when any failed.
 set -uo pipefail
@@ -448,94 +449,61 @@ mutant "packages written by the deploy job" "jobs['deploy']['permissions']['pack
 mutant "a pull_request trigger" "on['pull_request'] = {}" 'only push and workflow_dispatch'
 mutant "a cancellable deploy" "doc['concurrency']['cancel-in-progress'] = True" 'never cancelled'
 
-# --- ci/remote-deploy.sh -----------------------------------------------------------------
+# --- deploy/pier-deploy's SSH client ----------------------------------------------------
 
-expect 2 "remote-deploy: refuses to run without the secrets" \
-  env -u DEPLOY_HOST -u DEPLOY_USER -u DEPLOY_SSH_KEY -u DEPLOY_KNOWN_HOSTS \
-  "$root/ci/remote-deploy.sh" staging abc1234
+pd=$root/deploy/pier-deploy
+expect 2 "pier-deploy: rejects an unknown environment" "$pd" deploy dev abc1234
+# shellcheck disable=SC2016 # the $(...) is the point: it must not run
+expect 2 "pier-deploy: rejects a tag with shell characters" "$pd" deploy staging 'x$(id)'
 ssh-keygen -q -t ed25519 -N '' -f "$work/other_host_key"
-export DEPLOY_HOST=127.0.0.1 DEPLOY_USER=deploy DEPLOY_SSH_KEY=not-a-key
+export PIER_DEPLOY_SSH_HOST=127.0.0.1 DEPLOY_SSH_KEY=not-a-key
 DEPLOY_KNOWN_HOSTS="otherhost $(cut -d' ' -f1,2 "$work/other_host_key.pub")"
 export DEPLOY_KNOWN_HOSTS
-expect 2 "remote-deploy: rejects an unknown environment" "$root/ci/remote-deploy.sh" dev abc1234
-# shellcheck disable=SC2016 # the $(...) is the point: it must not run
-expect 2 "remote-deploy: rejects a tag with shell characters" "$root/ci/remote-deploy.sh" staging 'x$(id)'
-expect 2 "remote-deploy: refuses a host missing from DEPLOY_KNOWN_HOSTS" \
-  "$root/ci/remote-deploy.sh" staging abc1234
-output_has 'has no key for 127.0.0.1' "remote-deploy: says the host key is missing"
+expect 1 "pier-deploy: refuses a host missing from DEPLOY_KNOWN_HOSTS" "$pd" status staging
+output_has 'have no key for 127.0.0.1' "pier-deploy: says the host key is missing"
 
 if [[ -x /usr/sbin/sshd && $EUID -eq 0 ]]; then
-  # A repository with remote-deploy.sh and a fake ci/deploy.sh, a fake docker on the
-  # "VM", and an sshd on a free loopback port that only accepts our key.
-  vm=$work/vm repo=$work/repo
-  mkdir -p "$vm/bin" "$vm/srv" "$repo/ci" /run/sshd
+  # A fake pier-deploy on the "VM" (first on sshd's PATH) that shows what it was asked and
+  # what came on its stdin, and an sshd on a free loopback port that only accepts our key.
+  vm=$work/vm
+  mkdir -p "$vm/bin" /run/sshd
   ssh-keygen -q -t ed25519 -N '' -f "$work/host_key"
   ssh-keygen -q -t ed25519 -N '' -f "$work/user_key"
   cp "$work/user_key.pub" "$work/authorized_keys"
-  cat >"$vm/bin/docker" <<EOF
-#!/bin/sh
-echo "docker \$* config=\$DOCKER_CONFIG password=\$(cat)" >>"$vm/docker.log"
-mkdir -p "\$DOCKER_CONFIG" && echo '{}' >"\$DOCKER_CONFIG/config.json"
-EOF
-  cat >"$repo/ci/deploy.sh" <<'EOF'
-#!/bin/sh
-echo "deploy.sh env=$1 tag=$2 image=$PIER_IMAGE in=$(pwd) config=$DOCKER_CONFIG stdin=[$(cat)]"
-[ -f "$DOCKER_CONFIG/config.json" ] && echo "logged in"
-exit "$(cat exit-status 2>/dev/null || echo 0)"
-EOF
-  chmod +x "$vm/bin/docker" "$repo/ci/deploy.sh"
-  cp "$root/ci/remote-deploy.sh" "$repo/ci/"
-  echo 0 >"$repo/exit-status"
-  git -C "$repo" init -q && git -C "$repo" add -A &&
-    git -C "$repo" -c user.name=t -c user.email=t@t commit -qm one
+  printf '#!/bin/sh\necho "remote: pier-deploy $* stdin=[$(cat)]"\nexit "$(cat %s/exit-status 2>/dev/null || echo 0)"\n' "$vm" >"$vm/bin/pier-deploy"
+  chmod +x "$vm/bin/pier-deploy"
   ssh_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  cat >"$work/sshd_config" <<EOF
-Port $ssh_port
-ListenAddress 127.0.0.1
-HostKey $work/host_key
-PidFile $work/sshd.pid
-AuthorizedKeysFile $work/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-SetEnv PATH=$vm/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
-EOF
+  printf '%s\n' "Port $ssh_port" "ListenAddress 127.0.0.1" "HostKey $work/host_key" "PidFile $work/sshd.pid" \
+    "AuthorizedKeysFile $work/authorized_keys" "PermitRootLogin prohibit-password" "PasswordAuthentication no" \
+    "KbdInteractiveAuthentication no" "UsePAM no" "StrictModes no" \
+    "SetEnv PATH=$vm/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" >"$work/sshd_config"
   /usr/sbin/sshd -f "$work/sshd_config" -E "$work/sshd.log" -D &
   pids+=($!)
   for ((i = 0; i < 50; i++)); do
     python3 -c "import socket; socket.create_connection(('127.0.0.1', $ssh_port), 1)" 2>/dev/null && break
     sleep 0.1
   done
-  export DEPLOY_USER=root DEPLOY_PORT=$ssh_port DEPLOY_DIR=$vm/srv
+  export PIER_DEPLOY_SSH_USER=root PIER_DEPLOY_SSH_PORT=$ssh_port
   DEPLOY_SSH_KEY=$(cat "$work/user_key")
   DEPLOY_KNOWN_HOSTS="[127.0.0.1]:$ssh_port $(cut -d' ' -f1,2 "$work/host_key.pub")"
   # shellcheck disable=SC2016 # a token with quotes and a $ must arrive unchanged
   token='t0k"en $x'
-  expect 0 "remote-deploy: deploys over SSH" env PIER_IMAGE=ghcr.io/acme/pier REGISTRY_USER=bot \
-    REGISTRY_TOKEN="$token" "$repo/ci/remote-deploy.sh" production "$sha"
-  output_has "deploy.sh env=prod tag=$sha image=ghcr.io/acme/pier in=$vm/srv/src/prod" \
-    "remote-deploy: ci/deploy.sh ran in the shipped copy with ENV, TAG and PIER_IMAGE"
-  output_has 'stdin=\[\]' "remote-deploy: ci/deploy.sh does not read the deploy script"
-  output_has '^logged in$' "remote-deploy: the registry login was in place during the deploy"
-  if grep -qF "password=$token" "$vm/docker.log" && ! ls -d "$(sed -n 's/.*config=\([^ ]*\).*/\1/p' "$vm/docker.log")" 2>/dev/null; then
-    passed=$((passed + 1))
-    echo "ok   remote-deploy: token given on stdin, its docker config removed afterwards"
-  else
-    failed=$((failed + 1))
-    echo "FAIL remote-deploy: token handling:"
-    sed 's/^/     /' "$vm/docker.log"
-  fi
-  echo 3 >"$repo/exit-status"
-  git -C "$repo" -c user.name=t -c user.email=t@t commit -qam two
-  expect 3 "remote-deploy: returns ci/deploy.sh's exit status" "$repo/ci/remote-deploy.sh" staging "$sha"
-  expect 0 "remote-deploy: staging got the new commit's files" grep -qx 3 "$vm/srv/src/staging/exit-status"
-  expect 0 "remote-deploy: prod kept its own copy" grep -qx 0 "$vm/srv/src/prod/exit-status"
+  expect 0 "pier-deploy: deploys over SSH" env REGISTRY_USER=bot REGISTRY_TOKEN="$token" "$pd" deploy production "$sha"
+  output_has "^remote: pier-deploy deploy prod $sha stdin=" \
+    "pier-deploy: the VM is sent only the checked verb and arguments (production -> prod)"
+  output_has 'stdin=\[\{"registry": \{"user": "bot", "password": "t0k\\"en \$x", "server": "ghcr.io"\}\}\]' \
+    "pier-deploy: the registry token travels on stdin, as sent"
+  output_has 'override: prod ssh.host = 127.0.0.1 \(PIER_DEPLOY_SSH_HOST\)' "pier-deploy: says which keys the environment overrides"
+  output_has "^pier-deploy: root@127.0.0.1:$ssh_port: pier-deploy deploy prod $sha\$" "pier-deploy: its command line has no token"
+  expect 0 "pier-deploy: status over SSH" "$pd" status staging
+  output_has '^remote: pier-deploy status staging stdin=\[\]$' "pier-deploy: status sends nothing on stdin"
+  echo 3 >"$vm/exit-status"
+  expect 3 "pier-deploy: returns the VM's exit status" "$pd" deploy staging "$sha"
   DEPLOY_KNOWN_HOSTS="[127.0.0.1]:$ssh_port $(cut -d' ' -f1,2 "$work/other_host_key.pub")"
-  expect 255 "remote-deploy: refuses a changed host key" "$repo/ci/remote-deploy.sh" staging "$sha"
+  expect 255 "pier-deploy: refuses a changed host key" "$pd" deploy staging "$sha"
+  output_has 'Host key verification failed' "pier-deploy: ssh says why"
 else
-  echo "skip remote-deploy over SSH (needs root and /usr/sbin/sshd: apt-get install openssh-server)"
+  echo "skip pier-deploy over SSH (needs root and /usr/sbin/sshd: apt-get install openssh-server)"
 fi
 
 echo "selftest: $passed passed, $failed failed"

@@ -1,7 +1,7 @@
 # shellcheck shell=bash disable=SC2034 # its variables are used by the scripts that source it
-# test/delivery/lib.sh — what test/delivery/deploy-test.sh and test/delivery/deploy-watch-test.sh share (sourced): this
-# machine as the VM (Docker for the slots, ci/socket-dirs.sh, an nginx of its own from
-# config/nginx in front), strict clients (test/delivery/load.py) through nginx on both
+# test/delivery/lib.sh — the deploy test's stand, sourced by test/delivery/deploy-test.sh: this
+# machine as the VM (Docker for the slots, an nginx of its own from config/nginx in front, a
+# deploy file of its own), strict clients (test/delivery/load.py) through nginx on both
 # environments during a scenario, and the results table.
 #
 # Set test_name before sourcing. Then: build_release VERSION [FAULT], start_vm, scenario
@@ -11,6 +11,7 @@
 # directory: it runs beside other tests. Everything is removed at exit, also on failure.
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+pd=$root/deploy/pier-deploy # the command under test
 repo=${DEPLOY_TEST_REPO:-pier-deploytest-$$} # per run: tests running at once never share an image
 after_s=${DEPLOY_TEST_AFTER:-2}
 prefix=pier-deploytest-$$
@@ -85,8 +86,11 @@ build_release() {
   say "built $repo:$v${fault:+ (test fault $fault)} in $((SECONDS - tb)) s"
 }
 
-# start_vm: socket directories, nginx from config/nginx (upstreams moved into $tmp, workers
-# as nobody:nogroup), and the deploy's environment pointing at them.
+# start_vm: nginx from config/nginx (upstreams moved into $tmp, workers as nobody:nogroup),
+# and the stand's deploy file ($stand, exported as PIER_DEPLOY_FILE): the repository's keys
+# with this stand's paths, ports and image. Its socket directories and secrets (the metrics
+# token, root:65532 0640, which pier then requires for /metrics) are made by `pier-deploy
+# setup --only dirs,sockets,secrets`: the same code as on the VM. WINDOW: the watch's window.
 start_vm() {
   nginx_port=$(free_port)
   ports=()
@@ -95,7 +99,36 @@ start_vm() {
   cp -r "$root/config/nginx" "$tmp/conf"
   sed -i -E "s/^( *listen ).*;/\\1127.0.0.1:$nginx_port;/" "$tmp/conf/pier.conf"
   sed -i "s#unix:/srv/pier/run/#unix:$run/#" "$tmp/conf/upstreams/prod.conf" "$tmp/conf/upstreams/staging.conf"
-  SOCKET_DIRS_GROUP=nogroup "$root/ci/socket-dirs.sh" "$run"
+  stand=$tmp/pier-deploy.yml
+  local e i=0
+  {
+    echo "# The deploy test's stand (test/delivery/lib.sh): this machine as the VM."
+    echo "host:"
+    echo "  state_dir: $tmp/state"
+    echo "  socket_dir: $run"
+    echo "  secrets_dir: $tmp/secrets"
+    echo "  prometheus_dir: $tmp/prometheus"
+    echo "  nginx_group: nogroup"
+    echo "  nginx_access_log: $tmp/nginx-access.log"
+    echo "  name_prefix: $prefix"
+    echo "  lock_timeout_s: 200"
+    echo "  manage_host_config: false"
+    echo "environments:"
+    for e in prod staging; do
+      echo "  $e:"
+      echo "    image: $repo"
+      echo "    prefix: /$e"
+      echo "    container_port: $([[ $e == prod ]] && echo 8000 || echo 8001)"
+      echo "    ports: {blue: [${ports[i]}, ${ports[i + 1]}], green: [${ports[i + 2]}, ${ports[i + 3]}]}"
+      echo "    pull_timeout_s: 20"
+      echo "    health: {timeout_s: 30}"
+      echo "    watch: {window_s: ${WINDOW:-8}, interval_s: 2, min_requests: 20}"
+      echo "    secrets: [metrics-token]"
+      i=$((i + 4))
+    done
+  } >"$stand"
+  export PIER_DEPLOY_FILE=$stand
+  "$pd" setup --here --only dirs,sockets,secrets
   # nginx's workers run as nobody:nogroup (as www-data on the VM): the sockets' group decides.
   nginx -q -t -p "$tmp/" -c "$tmp/conf/nginx.conf" -g 'user nobody nogroup;'
   nginx -p "$tmp/" -c "$tmp/conf/nginx.conf" -g 'daemon off; user nobody nogroup;' \
@@ -107,11 +140,8 @@ start_vm() {
     sleep 0.1
   done
   nginx_before=$(nginx_procs)
-  export PIER_IMAGE=$repo PIER_DEPLOY_DIR=$tmp/state PIER_NAME_PREFIX=$prefix PIER_SOCKET_DIR=$run
-  export PIER_NGINX_GROUP=nogroup PIER_HEALTH_TIMEOUT=30 PIER_PULL_TIMEOUT=20
-  export PIER_PROD_PORTS="${ports[*]:0:4}" PIER_STAGING_PORTS="${ports[*]:4:4}"
-  history=$tmp/state/releases/history.tsv
-  say "nginx $nginx_pid on 127.0.0.1:$nginx_port (master and workers: $(wc -l <<<"$nginx_before") processes); prod ports $PIER_PROD_PORTS, staging $PIER_STAGING_PORTS"
+  history=$tmp/state/history.tsv
+  say "nginx $nginx_pid on 127.0.0.1:$nginx_port (master and workers: $(wc -l <<<"$nginx_before") processes); prod ports ${ports[*]:0:4}, staging ${ports[*]:4:4}; deploy file $stand"
 }
 nginx_procs() { # the master and its workers, "PID PPID" sorted: the same at the end = no reload
   local p stat ppid

@@ -10,9 +10,14 @@
 #            (Let's Encrypt's test ACME server; validates HTTP-01 against the VM over the
 #            network), a registry answering as ghcr.io (TLS, htpasswd), the Alertmanager
 #            webhook receiver, and the runner: a non-root user with passwordless sudo.
-#   deploy   the runner runs deploy.yml's `ci/remote-deploy.sh` step exactly as written (its
-#            `run:` line, every variable of its `env:`), over SSH with strict host-key
+#   setup    the operator (here the runner's checkout) runs `deploy/pier-deploy setup` over SSH
+#            as the VM's administrator (the distribution's default user): the tool, nginx and
+#            its certificate, Prometheus, Alertmanager, secrets, the deploy user's sudo rule.
+#   deploy   the runner runs deploy.yml's `deploy/pier-deploy deploy` step exactly as written
+#            (its `run:` line, every variable of its `env:`), over SSH with strict host-key
 #            checking against the VM's key read from its console; then `ci/public-smoke.sh`.
+#            One prod deploy is watched while a bounded load runs from outside: its verdict
+#            and figures are printed.
 #
 # Then it checks, from outside: HTTPS with pebble's certificate (curl --cacert), the HTTP to
 # HTTPS redirect (but not for ACME challenges), HSTS, testssl.sh (no HIGH or CRITICAL), open
@@ -188,13 +193,16 @@ unset DOCKER_CONFIG
 step "VM: NoCloud seed from config/cloud-init.yaml, boot, cloud-init"
 ssh-keygen -q -t ed25519 -N '' -C deploy@pier-ci -f "$tmp/deploy_key"
 deploy_pub=$(cut -d' ' -f1-2 "$tmp/deploy_key.pub")
+ssh-keygen -q -t ed25519 -N '' -C admin -f "$tmp/admin_key"
+admin_pub=$(cut -d' ' -f1-2 "$tmp/admin_key.pub")
 # The placeholders an operator fills in, and nothing else.
-python3 - config/cloud-init.yaml "$tmp/pier.yaml" "$deploy_pub" "$domain" <<'PY'
+python3 - config/cloud-init.yaml "$tmp/pier.yaml" "$deploy_pub" "$domain" "$admin_pub" <<'PY'
 import sys
-src, dst, key, domain = sys.argv[1:]
+src, dst, key, domain, admin = sys.argv[1:]
 text = open(src).read()
 for old, new in [
     ("ssh-ed25519 REPLACE-ME-deploy-public-key", key),
+    ("ssh-ed25519 REPLACE-ME-admin-public-key", admin),
     ("PIER_DOMAIN=REPLACE-ME-domain", "PIER_DOMAIN=" + domain),
     ("ACME_SERVER=https://acme-v02.api.letsencrypt.org/directory", "ACME_SERVER=https://pebble:14000/dir"),
     ("PIER_ALERT_WEBHOOK_URL=\n", "PIER_ALERT_WEBHOOK_URL=http://receiver:9099/\n"),
@@ -235,38 +243,61 @@ if [[ $status != *done* ]]; then
   on_vm sh -c 'cloud-init status --long; grep -iE "error|fail|warn" /var/log/cloud-init.log | tail -n 30; tail -n 60 /var/log/cloud-init-output.log' || true
 fi
 check "VM start -> cloud-init done: $boot_s s ($status)" test "${status##* }" = "done"
-on_vm sh -c 'grep "pier-host-setup" /var/log/cloud-init-output.log' | sed 's/^/  vm| /' || true
-check "the VM has a certificate for $domain from pebble (at first boot)" on_vm test -s /etc/letsencrypt/live/pier/fullchain.pem
 for svc in docker nginx ssh prometheus prometheus-alertmanager certbot.timer; do
   check "VM: $svc is active" on_vm systemctl is-active -q "$svc"
 done
 check "VM: ufw is active" bash -c "docker exec $vm ufw status | grep -q 'Status: active'"
 
-# ------------------------------------------------------------------ 4. the runner
-step "runner: deploy.yml's deploy step, prod and staging"
+# ------------------------------------------------------------------ 4. setup, then the runner
+step "operator: deploy/pier-deploy setup from a checkout, over SSH as the VM's administrator"
 host_key=$(on_vm cat /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f1-2)
-git ls-files -z | tar --null -T - -cf - | docker exec -i -u runner -w /home/runner "$out" sh -c 'mkdir -p pier && tar -x -C pier -f -' 
+admin=$(on_vm getent passwd 1000 | cut -d: -f1) # the distribution's default user (debian)
+git ls-files -z | tar --null -T - -cf - | docker exec -i -u runner -w /home/runner "$out" sh -c 'mkdir -p pier && tar -x -C pier -f -'
+# The operator's edit of the deploy file: a 20 s watch for prod (60 s in the repository), so
+# the watched deploy below takes 20 s of the rehearsal.
+docker exec -i -u runner -w /home/runner/pier "$out" python3 - <<'PY'
+import re
+p = "deploy/pier-deploy.yml"
+s = open(p).read()
+s = re.sub(r"(\n  prod:\n(?:    .*\n|\n)*?      window_s: )60", r"\g<1>20", s, count=1)
+open(p, "w").write(s)
+PY
+setup() { # setup LOG: `pier-deploy setup` from the runner's checkout, as the operator would
+  docker exec -u runner -w /home/runner/pier -e PIER_DEPLOY_ADMIN="$admin" -e PIER_DEPLOY_ADMIN_KEY="$(cat "$tmp/admin_key")" \
+    -e PIER_DEPLOY_SSH_HOST="$domain" -e DEPLOY_KNOWN_HOSTS="$domain $host_key" "$out" deploy/pier-deploy setup >"$1" 2>&1
+}
+t0=$(now_ms)
+setup "$tmp/setup-1.log" && rc=0 || rc=$?
+setup_s=$(secs $(($(now_ms) - t0)))
+sed 's/^/  setup| /' "$tmp/setup-1.log"
+check "pier-deploy setup over SSH as $admin ($setup_s s, status $rc)" test "$rc" = 0
+check "setup got a certificate for $domain from pebble" on_vm test -s /etc/letsencrypt/live/pier/fullchain.pem
+check "setup applied the checkout's nginx config (nginx -t, reload)" grep -q 'nginx: new config from this checkout checked (nginx -t) and reloaded' "$tmp/setup-1.log"
+check "setup installed the tool root-owned" bash -c "test \"\$(docker exec $vm stat -c '%U %a' /usr/local/lib/pier-deploy/pier-deploy /usr/local/sbin/pier-deploy /etc/pier/pier-deploy.yml | tr '\n' ' ')\" = 'root 755 root 755 root 644 '"
+check "the installed deploy file has the operator's edit (prod watch 20 s)" bash -c "docker exec $vm grep -q 'window_s: 20' /etc/pier/pier-deploy.yml"
+metrics_prod=$(on_vm cat /etc/pier/secrets/prod/metrics-token)
+metrics_staging=$(on_vm cat /etc/pier/secrets/staging/metrics-token)
+printf '%s\n' "$metrics_prod" "$metrics_staging" >"$tmp/secrets"
+check "setup made a metrics token per environment on the VM (${#metrics_prod} and ${#metrics_staging} characters)" test "${#metrics_prod}" -ge 32 -a "${#metrics_staging}" -ge 32
+
+step "runner: deploy.yml's deploy step, prod and staging"
 # The runner trusts what a GitHub runner trusts: here the rehearsal's CA (pebble's API) and
 # pebble's issuing root (what ISRG Root X1 is for Let's Encrypt), for ci/public-smoke.sh.
 outside sh -c 'cp /etc/rehearsal/ca.crt /usr/local/share/ca-certificates/rehearsal.crt &&
   curl -fsS https://pebble:15000/roots/0 >/tmp/pebble-root.pem 2>/dev/null ||
   curl -fsS --cacert /etc/rehearsal/ca.crt https://pebble:15000/roots/0 >/tmp/pebble-root.pem
   cp /tmp/pebble-root.pem /usr/local/share/ca-certificates/pebble-root.crt && update-ca-certificates >/dev/null 2>&1'
-metrics_prod=$(openssl rand -hex 24)
-metrics_staging=$(openssl rand -hex 24)
-printf '%s\n' "$metrics_prod" "$metrics_staging" >"$tmp/secrets"
 # What GitHub fills in for the step's env (by variable name; ci/lint.sh checks that every
 # variable of the step is here). ENVIRONMENT and TAG are the job's env, GITHUB_* GitHub's.
 # VALUES-BEGIN
 declare -gA values=(
-  [DEPLOY_HOST]=$domain
-  [DEPLOY_USER]=deploy
+  [PIER_DEPLOY_SSH_HOST]=$domain
+  [PIER_DEPLOY_SSH_USER]=deploy
+  [PIER_DEPLOY_SSH_PORT]=22
   [DEPLOY_SSH_KEY]=$(cat "$tmp/deploy_key")
   [DEPLOY_KNOWN_HOSTS]="$domain $host_key"
-  [DEPLOY_PORT]=22
   [REGISTRY_USER]=$registry_user
   [REGISTRY_TOKEN]=$registry_token
-  [PIER_METRICS_TOKEN]=""
   [PUBLIC_URL]=https://$domain
   [PREFIX]=""
 )
@@ -276,7 +307,7 @@ import json, sys, yaml
 doc = yaml.safe_load(open(sys.argv[1]))
 steps = {s.get("name"): s for s in doc["jobs"]["deploy"]["steps"]}
 print(json.dumps({n: {"env": sorted(steps[n].get("env", {})), "run": steps[n]["run"]}
-                  for n in ("ci/remote-deploy.sh", "ci/public-smoke.sh")}))
+                  for n in ("deploy/pier-deploy deploy", "ci/public-smoke.sh")}))
 PY
 run_step() { # run_step STEP ENVIRONMENT: deploy.yml's step, as the runner, its output in $tmp/<env>-<n>.log
   local stepname=$1 environment=$2 k envfile=$tmp/runner/env
@@ -291,7 +322,6 @@ run_step() { # run_step STEP ENVIRONMENT: deploy.yml's step, as the runner, its 
         return 1
       }
       case $k in
-        PIER_METRICS_TOKEN) [[ $environment == production ]] && v=$metrics_prod || v=$metrics_staging ;;
         PREFIX) [[ $environment == production ]] && v=/prod || v=/staging ;;
         *) v=${values[$k]} ;;
       esac
@@ -311,31 +341,52 @@ deploy() { # deploy ENVIRONMENT [smoke]: the deploy job's steps; log in $tmp/dep
   deploy_n=$((deploy_n + 1))
   local log=$tmp/deploy-$deploy_n.log t0 rc=0
   t0=$(now_ms)
-  run_step ci/remote-deploy.sh "$1" >"$log" 2>&1 || rc=$?
+  run_step "deploy/pier-deploy deploy" "$1" >"$log" 2>&1 || rc=$?
   if ((rc == 0)) && [[ ${2:-} == smoke ]]; then
     run_step ci/public-smoke.sh "$1" >>"$log" 2>&1 || rc=$?
   fi
   deploy_s=$(secs $(($(now_ms) - t0)))
-  sed "s/^/  deploy $deploy_n $1| /" "$log" | grep -E 'pier-host-setup|healthy|OK:|FAILED|remote-deploy: ci|smoke:|pier-secret|nginx -t|error' || true
+  sed "s/^/  deploy $deploy_n $1| /" "$log" | grep -E 'host config|healthy|OK:|FAILED|VERDICT|reconcile|smoke:|nginx -t|error' || true
   return "$rc"
 }
 check "runner is not root and has passwordless sudo" bash -c "[ \"\$(docker exec -u runner $out id -u)\" != 0 ] && docker exec -u runner $out sudo -n true"
 deploy production smoke && rc=0 || rc=$?
 prod_deploy_s=$deploy_s
-check "first deploy of prod from the runner, no manual step ($prod_deploy_s s, status $rc)" test "$rc" = 0
+check "first deploy of prod from the runner, after setup no manual step ($prod_deploy_s s, status $rc)" test "$rc" = 0
 deploy staging smoke && rc=0 || rc=$?
 check "first deploy of staging from the runner ($deploy_s s, status $rc)" test "$rc" = 0
-check "deploy 1 applied the shipped nginx config (nginx -t, reload)" grep -q 'nginx: new config from /srv/pier/src/prod checked (nginx -t) and reloaded' "$tmp/deploy-1.log"
-check "deploy 2 (same nginx config): nginx not reloaded" grep -q 'nginx: config unchanged, not reloaded' "$tmp/deploy-2.log"
+check "deploy 1 (prod) checked the nginx config its image ships: the running one, not reloaded" grep -q 'host config: nginx: config unchanged, not reloaded' "$tmp/deploy-1.log"
+check "deploy 2 (staging) applies no host-wide config" grep -q 'staging does not apply host-wide config' "$tmp/deploy-2.log"
 healthy=$(grep -o 'healthy (its health command, run by the deploy) after [0-9.]* s' "$tmp/deploy-1.log" | head -n 1 | grep -o '[0-9.]* s' || echo '?')
 say "time to healthy in the first deploy (the deploy's own probe): $healthy"
 ssh-keygen -q -t ed25519 -N '' -f "$tmp/other_key"
 wrong_known="$domain $(cut -d' ' -f1-2 "$tmp/other_key.pub")"
-docker exec -u runner -w /home/runner/pier -e DEPLOY_HOST="$domain" -e DEPLOY_USER=deploy \
+docker exec -u runner -w /home/runner/pier -e PIER_DEPLOY_SSH_HOST="$domain" \
   -e DEPLOY_SSH_KEY="$(cat "$tmp/deploy_key")" -e DEPLOY_KNOWN_HOSTS="$wrong_known" \
-  "$out" ci/remote-deploy.sh staging "$sha" >"$tmp/badkey.log" 2>&1 && rc=0 || rc=$?
+  "$out" deploy/pier-deploy status staging >"$tmp/badkey.log" 2>&1 && rc=0 || rc=$?
 check "strict host-key checking: a DEPLOY_KNOWN_HOSTS with another key stops the deploy (status $rc)" \
   bash -c "test $rc = 255 && grep -qi 'host key verification failed' '$tmp/badkey.log'"
+
+# ------------------------------------------------------------------ 4b. a watched deploy under real traffic
+step "a watched prod deploy while a bounded load runs from outside"
+# From outside, over HTTPS through the public edge: one new TLS connection per request
+# (curl), GET /prod/version, at most 3,000 requests or 90 s, until the deploy has ended.
+docker exec -d "$out" sh -c 'rm -f /tmp/load.stop /tmp/load.done; n=0; end=$(($(date +%s) + 90));
+  while [ ! -e /tmp/load.stop ] && [ $n -lt 3000 ] && [ $(date +%s) -lt $end ]; do
+    curl -s -o /dev/null -w "%{http_code}\n" --max-time 5 --cacert /tmp/pebble-root.pem https://'"$domain"'/prod/version; n=$((n + 1))
+  done >/tmp/load.txt; touch /tmp/load.done'
+sleep 2
+deploy production && rc=0 || rc=$?
+outside touch /tmp/load.stop
+for _ in $(seq 1 100); do outside test -e /tmp/load.done && break; sleep 0.1; done
+load_codes=$(outside sort /tmp/load.txt | uniq -c | tr -s ' \n' ' ')
+watch_verdict=$(grep -o 'VERDICT: .*' "$tmp/deploy-$deploy_n.log" | tail -n 1)
+judged=$(sed -n 's/.*VERDICT: prod [^ ]* kept: \([0-9]*\) requests.*/\1/p' <<<"$watch_verdict")
+grep -Eo '(watching|watch [0-9.]+/[0-9]+ s:).*' "$tmp/deploy-$deploy_n.log" | sed 's/^/  watch| /'
+say "the watch's verdict: ${watch_verdict:-none}"
+check "the redeploy of prod was watched and kept (status $rc)" bash -c "test $rc = 0 && [[ '$watch_verdict' == 'VERDICT: prod '*' kept: '* ]]"
+check "the watch judged real traffic: ${judged:-0} requests (at least the deploy file's 50)" test "${judged:-0}" -ge 50
+check "the outside clients' answers during the deploy: $load_codes(all 200)" bash -c "[[ -n '$load_codes' && '$load_codes' =~ ^\ [0-9]+\ 200\ $ ]]"
 
 # ------------------------------------------------------------------ 5. HTTPS from outside
 step "HTTPS, redirect, HSTS, edge rules (from outside)"
@@ -372,7 +423,7 @@ prod_port=$(live_port prod)
 code=$(on_vm curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$prod_port/prod/metrics" || true)
 check "on the VM, 127.0.0.1:$prod_port/prod/metrics without the token: $code" test "$code" = 401
 code=$(on_vm curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $metrics_prod" "http://127.0.0.1:$prod_port/prod/metrics" || true)
-check "with the prod token from the GitHub secret: $code" test "$code" = 200
+check "with the prod token (made by setup on the VM): $code" test "$code" = 200
 promq() { on_vm curl -fsS --max-time 5 "http://127.0.0.1:9090/api/v1/query" --data-urlencode "query=$1" | jq -r '.data.result[0].value[1] // "none"'; }
 up=none
 for _ in $(seq 1 40); do
@@ -438,12 +489,13 @@ check "not in the VM's journal or /var/log" absent logs on_vm sh -c 'journalctl 
 check "not in the runner's deploy output" absent "deploy output" cat "$tmp"/deploy-*.log
 
 # ------------------------------------------------------------------ 10. nginx config with a deploy
-step "nginx config shipped with a deploy: a broken one is refused"
+step "nginx config from setup: a broken one is refused"
 as_runner sh -c 'cp config/nginx/edge.conf /tmp/edge.conf && echo "no_such_directive on;" >>config/nginx/edge.conf'
-deploy staging && rc=0 || rc=$?
+setup "$tmp/setup-broken.log" && rc=0 || rc=$?
 as_runner cp /tmp/edge.conf config/nginx/edge.conf
-check "deploy with a broken edge.conf fails (status $rc)" test "$rc" != 0
-check "... because nginx -t rejected it; the running config is kept" grep -q 'nginx -t rejects the new config: the running one is kept' "$tmp/deploy-$deploy_n.log"
+sed 's/^/  setup| /' "$tmp/setup-broken.log" | grep -E 'nginx' || true
+check "setup with a broken edge.conf fails (status $rc)" test "$rc" != 0
+check "... because nginx -t rejected it; the running config is kept" grep -q 'nginx -t rejects the new config: the running one is kept' "$tmp/setup-broken.log"
 code=$(curl_out --cacert /tmp/pebble-root.pem -o /dev/null -w '%{http_code}' "https://$domain/staging/health" || true)
 check "staging still serves over HTTPS: $code" test "$code" = 200
 
@@ -459,8 +511,8 @@ check "certbot renew --force-renewal against pebble (status $rc)" test "$rc" = 0
 check "nginx serves the renewed certificate after the deploy hook ($before -> $after)" test "$before" != "$after"
 check "the hook logged its reload" bash -c "docker exec $vm journalctl -t pier-certbot --no-pager | grep -q 'nginx reloaded for the renewed certificate'"
 sum_before=$(le_sum)
-on_vm /usr/local/sbin/pier-host-setup /srv/pier/src/prod >"$tmp/setup.log" 2>&1 || true
-check "pier-host-setup after the renewal: nginx unchanged, not reloaded" grep -q 'nginx: config unchanged, not reloaded' "$tmp/setup.log"
+setup "$tmp/setup.log" || true
+check "setup after the renewal: nginx unchanged, not reloaded" grep -q 'nginx: config unchanged, not reloaded' "$tmp/setup.log"
 check "... and /etc/letsencrypt untouched by it" test "$sum_before" = "$(le_sum)"
 code=$(curl_out --cacert /tmp/pebble-root.pem -o /dev/null -w '%{http_code}' "https://$domain/staging/health" || true)
 check "HTTPS with the renewed certificate: $code" test "$code" = 200

@@ -662,7 +662,7 @@ class PrometheusScrapesPier(unittest.TestCase):
             "the blue slots are up and the idle green slots down",
         )
 
-        # The deploy, as ci/deploy.sh does it: start the idle slot, wait
+        # The deploy, as pier-deploy does it: start the idle slot, wait
         # until it is healthy (here: scraped), move traffic, stop the old one.
         green, _, _ = self.start_pier("prod", "/prod", port=green_port, slot="green")
         self.send_traffic(green_port, "/prod", health_requests=1)
