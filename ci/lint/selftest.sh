@@ -470,6 +470,7 @@ if [[ -x /usr/sbin/sshd && $EUID -eq 0 ]]; then
   ssh-keygen -q -t ed25519 -N '' -f "$work/host_key"
   ssh-keygen -q -t ed25519 -N '' -f "$work/user_key"
   cp "$work/user_key.pub" "$work/authorized_keys"
+  # shellcheck disable=SC2016 # expanded by the fake pier-deploy, on the "VM"
   printf '#!/bin/sh\necho "remote: pier-deploy $* stdin=[$(cat)]"\nexit "$(cat %s/exit-status 2>/dev/null || echo 0)"\n' "$vm" >"$vm/bin/pier-deploy"
   chmod +x "$vm/bin/pier-deploy"
   ssh_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -491,6 +492,7 @@ if [[ -x /usr/sbin/sshd && $EUID -eq 0 ]]; then
   expect 0 "pier-deploy: deploys over SSH" env REGISTRY_USER=bot REGISTRY_TOKEN="$token" "$pd" deploy production "$sha"
   output_has "^remote: pier-deploy deploy prod $sha stdin=" \
     "pier-deploy: the VM is sent only the checked verb and arguments (production -> prod)"
+  # shellcheck disable=SC2016 # a literal $ in the expected text
   output_has 'stdin=\[\{"registry": \{"user": "bot", "password": "t0k\\"en \$x", "server": "ghcr.io"\}\}\]' \
     "pier-deploy: the registry token travels on stdin, as sent"
   output_has 'override: prod ssh.host = 127.0.0.1 \(PIER_DEPLOY_SSH_HOST\)' "pier-deploy: says which keys the environment overrides"
