@@ -553,9 +553,12 @@ def setup_remote(cfg, checkout, deploy_file):
             if saved is not None:
                 os.environ["DEPLOY_SSH_KEY"] = saved
         say(f"{admin}@{r.host}: setup from {checkout}")
-        p = subprocess.run(cmd + ["sudo -n sh -c " + shlex_quote(script)], stdin=tar.stdout)
-        tar.wait()
-        return p.returncode
+        ssh = subprocess.Popen(cmd + ["sudo -n sh -c " + shlex_quote(script)], stdin=tar.stdout)
+        tar.stdout.close()  # ssh holds the pipe now: if it dies, tar gets EPIPE instead of blocking
+        rc = ssh.wait()
+        if tar.wait() != 0 and rc == 0:
+            rc = engine.EXIT_FAILED
+        return rc if rc >= 0 else 255
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

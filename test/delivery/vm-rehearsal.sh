@@ -251,7 +251,7 @@ check "VM: ufw is active" bash -c "docker exec $vm ufw status | grep -q 'Status:
 # ------------------------------------------------------------------ 4. setup, then the runner
 step "operator: deploy/pier-deploy setup from a checkout, over SSH as the VM's administrator"
 host_key=$(on_vm cat /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f1-2)
-admin=$(on_vm getent passwd 1000 | cut -d: -f1) # the distribution's default user (debian)
+admin=$(on_vm getent group sudo | cut -d: -f4 | cut -d, -f1) # the distribution's default user (debian)
 git ls-files -z | tar --null -T - -cf - | docker exec -i -u runner -w /home/runner "$out" sh -c 'mkdir -p pier && tar -x -C pier -f -'
 # The operator's edit of the deploy file: a 20 s watch for prod (60 s in the repository), so
 # the watched deploy below takes 20 s of the rehearsal.
@@ -263,7 +263,7 @@ s = re.sub(r"(\n  prod:\n(?:    .*\n|\n)*?      window_s: )60", r"\g<1>20", s, c
 open(p, "w").write(s)
 PY
 setup() { # setup LOG: `pier-deploy setup` from the runner's checkout, as the operator would
-  docker exec -u runner -w /home/runner/pier -e PIER_DEPLOY_ADMIN="$admin" -e PIER_DEPLOY_ADMIN_KEY="$(cat "$tmp/admin_key")" \
+  timeout 600 docker exec -u runner -w /home/runner/pier -e PIER_DEPLOY_ADMIN="$admin" -e PIER_DEPLOY_ADMIN_KEY="$(cat "$tmp/admin_key")" \
     -e PIER_DEPLOY_SSH_HOST="$domain" -e DEPLOY_KNOWN_HOSTS="$domain $host_key" "$out" deploy/pier-deploy setup >"$1" 2>&1
 }
 t0=$(now_ms)
