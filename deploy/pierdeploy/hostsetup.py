@@ -358,7 +358,8 @@ def preview_nginx(release, what):
         with open(os.path.join(tmp, "nginx.conf"), "w") as f:
             f.write(main)
         p = run(["nginx", "-t", "-c", os.path.join(tmp, "nginx.conf")])
-        same = _same_tree(os.path.join(tmp, "pier"), "/etc/nginx/pier")
+        build_nginx(release, os.path.join(tmp, "as-live"))  # as it would be installed, to compare
+        same = _same_tree(os.path.join(tmp, "as-live"), "/etc/nginx/pier")
         return p.returncode == 0, p.stdout.strip(), same
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -577,13 +578,14 @@ def extract_release(cfg, image, tag, out):
     pier-deploy.yml), copied out of the image without running it, into a root-owned
     STATE_DIR/releases/TAG; None when the image has none."""
     dst = os.path.join(cfg.host["state_dir"], "releases", tag)
+    os.makedirs(os.path.dirname(dst), mode=0o755, exist_ok=True)  # the copy is made beside it: one rename
     p = run(["docker", "create", image])
     if p.returncode != 0:
         out.say(f"host config: docker create {image} failed: {p.stdout.strip()[-200:]}")
         return None
     cid = p.stdout.strip().splitlines()[-1]
     try:
-        tmp = tempfile.mkdtemp(prefix=".new.", dir=os.path.dirname(dst) if os.path.isdir(os.path.dirname(dst)) else None)
+        tmp = tempfile.mkdtemp(prefix=".new.", dir=os.path.dirname(dst))
         c = subprocess.run(["docker", "cp", f"{cid}:{RELEASE_DIR}/.", tmp], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if c.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
