@@ -63,7 +63,9 @@ class Key:
             return "a size like 64m (k, m or g)"
         return {"image": "an image repository (lower case)", "prefix": "a path like /prod",
                 "host": "a host name or address (empty: set it with PIER_DEPLOY_SSH_HOST)",
-                "user": "a user name", "group": "a group name", "name": "a name (letters, digits, -)",
+                "user": "a user name", "group": "a group name",
+                "url": "an https://, git://, ssh:// or file:// URL (empty: none)", "branch": "a branch name",
+                "pubkey": "an OpenSSH public key line: ssh-ed25519 AAAA... [comment] (empty: none)", "name": "a name (letters, digits, -)",
                 "file": "a file path (empty: none)", "str": "a string"}.get(self.kind, "a value")
 
 
@@ -85,6 +87,10 @@ KEYS = [
     Key(H, "name_prefix", "name", "pier", "Containers are named PREFIX-ENV-SLOT-REPLICA."),
     Key(H, "keep_releases", "int", 3, "Images kept per environment: the live release and the ones its rollback chain names.", 1, 50),
     Key(H, "lock_timeout_s", "int", 600, "Seconds a deploy waits for another deploy of the same environment.", 1, 86400),
+    Key(H, "repo_url", "url", "",
+        "The repository a prod deploy's commit must be on (its main branch), fetched into a root-owned bare clone; "
+        "empty: no such check (said on every prod deploy)."),
+    Key(H, "main_branch", "branch", "main", "The branch of repo_url whose history a prod release must be in."),
     Key(H, "manage_host_config", "bool", True,
         "A prod deploy applies the release's nginx and Prometheus config (checked first); staging checks only. Off in the test stand."),
     # ---- each environment (environments.prod, environments.staging)
@@ -92,6 +98,9 @@ KEYS = [
     Key(E, "ssh.host", "host", "", "The VM the environment runs on; empty or `local`: this machine."),
     Key(E, "ssh.user", "user", "deploy", "The SSH user of deploys (its key may run only pier-deploy's verbs)."),
     Key(E, "ssh.port", "int", 22, "SSH port.", 1, 65535),
+    Key(E, "ssh.public_key", "pubkey", "",
+        "The environment's deploy key (public half): setup lets it run only pier-deploy's verbs for this environment "
+        "(authorized_keys restrict,command=...); empty: no deploy key for it."),
     Key(E, "ssh.known_hosts", "file", "",
         "known_hosts file with the VM's host key (relative to this file); DEPLOY_KNOWN_HOSTS (the text) wins."),
     Key(E, "prefix", "prefix", None, "pier's route prefix (PIER_PREFIX in the replicas); nginx routes it here.", required=True),
@@ -177,6 +186,9 @@ def _convert(key, value, where):
         "group": lambda v: bool(USER_RE.match(v)),
         "name": lambda v: bool(re.match(r"^[a-z0-9][a-z0-9-]{0,30}$", v)),
         "memory": lambda v: bool(MEMORY_RE.match(v)),
+        "url": lambda v: v == "" or bool(re.match(r"^(https|git|ssh|file)://[A-Za-z0-9._~:/@%+-]+$", v)),
+        "branch": lambda v: bool(re.match(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,100}$", v)) and ".." not in v,
+        "pubkey": lambda v: v == "" or bool(re.match(r"^(ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) [A-Za-z0-9+/=]{40,}( [A-Za-z0-9@._-]{0,64})?$", v)),
     }
     if not checks.get(k, lambda v: True)(value):
         raise bad(repr(value))
@@ -310,7 +322,7 @@ def loads(text, path="<deploy file>", environ=None, overrides_allowed=True):
                         continue
                     raw = environ[var]
                     try:
-                        value = yaml.safe_load(raw) if key.kind not in ("str", "host", "file", "path", "image", "prefix", "user", "group", "name", "memory") else raw
+                        value = yaml.safe_load(raw) if key.kind not in ("str", "host", "file", "path", "image", "prefix", "user", "group", "name", "memory", "url", "branch", "pubkey") else raw
                     except yaml.YAMLError:
                         value = raw
                     value = _convert(key, value, var)

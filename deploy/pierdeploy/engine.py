@@ -30,7 +30,7 @@ import time
 import urllib.error
 import urllib.request
 
-from . import state, watch
+from . import provenance, state, watch
 from .config import SLOTS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ROLLED_BACK = 0, 1, 2, 3
@@ -459,6 +459,8 @@ class Deploy:
         img_lock.acquire(out, 300, f"{self.action} {self.tag}")
         try:
             self._image()
+            if self.env == "prod":
+                self._on_main()
             if self.host_config:
                 self.host_config(cfg, env, self.image, out)
             self._start()
@@ -498,6 +500,20 @@ class Deploy:
         p = docker("image", "inspect", "-f", "{{range .RepoDigests}}{{println .}}{{end}}", image)
         repo = self.e["image"]
         self.digest = next((l.split("@", 1)[1] for l in p.stdout.split() if l.startswith(repo + "@")), "")
+
+    def _on_main(self):
+        """Only main's commits reach production (provenance.py)."""
+        url, branch = self.cfg.host["repo_url"], self.cfg.host["main_branch"]
+        if not url:
+            self.out.say(f"WARNING: host.repo_url is empty: {self.tag} is not checked against {branch}")
+            return
+        p = docker("image", "inspect", "-f", '{{index .Config.Labels "org.opencontainers.image.revision"}}', self.image)
+        try:
+            commit = provenance.commit_of(self.tag, p.stdout.strip() if p.returncode == 0 else "")
+            full = provenance.check(os.path.join(self.cfg.host["state_dir"], "repo.git"), url, branch, commit)
+        except (provenance.NotOnMain, subprocess.TimeoutExpired, OSError) as e:
+            raise DeployFailed(f"not deployed to prod: {e}")
+        self.out.say(f"commit {full[:12]} is on {branch} of {url}")
 
     def _start(self):
         cfg, env, out, e = self.cfg, self.env, self.out, self.e

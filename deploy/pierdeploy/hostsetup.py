@@ -1,12 +1,14 @@
 """`pier-deploy setup`: provision the VM from a checkout, as root, under one host-wide lock.
 
 Steps (STEPS below, in order; `setup --only a,b` runs some of them):
-  tool      the tool itself: /usr/local/lib/pier-deploy (this checkout's deploy/pier-deploy
-            and deploy/pierdeploy), the entry points /usr/local/sbin/pier-deploy (root) and
-            /usr/local/bin/pier-deploy (what the deploy user's SSH command runs), all root-owned
+  tool      the tool itself: /usr/local/lib/pier-deploy (this checkout's deploy/pier-deploy,
+            deploy/pierdeploy and the gate, deploy/host/pier-deploy-gate) and the root entry
+            point /usr/local/sbin/pier-deploy, all root-owned
   file      the deploy file, checked, to /etc/pier/pier-deploy.yml (root-owned)
   dirs      state_dir (root, 0755)
   sockets   SOCKET_DIR/ENV/{blue,green}: uid 65532, group nginx_group, setgid 2750
+  sudoers   the deploy user may run /usr/local/sbin/pier-deploy as root, nothing else
+  keys      one deploy key per environment, bound to the gate with its environment
   secrets   SECRETS_DIR/ENV/NAME for every secret the deploy file names: root:65532 0640;
             metrics-token is made here (random) when missing, and copied for Prometheus
   files     HOST_FILES below: root-owned, checked, a unit reloaded only when a file changed
@@ -51,7 +53,11 @@ class HostLock:
     def __enter__(self):
         os.makedirs(os.path.dirname(HOST_LOCK), exist_ok=True)
         self.fd = os.open(HOST_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for the host lock ({HOST_LOCK}): another setup or prod deploy is changing the host's config")
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc):
@@ -138,6 +144,7 @@ def step_tool(cfg, checkout, deploy_file):
     shutil.rmtree(new, ignore_errors=True)
     os.makedirs(os.path.join(new, "pierdeploy"), mode=0o755)
     install_file(os.path.join(src, "pier-deploy"), os.path.join(new, "pier-deploy"), 0o755)
+    install_file(os.path.join(src, "host", "pier-deploy-gate"), os.path.join(new, "gate"), 0o755)
     for name in sorted(os.listdir(os.path.join(src, "pierdeploy"))):
         if name.endswith(".py"):
             install_file(os.path.join(src, "pierdeploy", name), os.path.join(new, "pierdeploy", name), 0o644)
@@ -145,6 +152,7 @@ def step_tool(cfg, checkout, deploy_file):
         os.chown(d, 0, 0)
         os.chmod(d, 0o755)
     same = os.path.isdir(LIB) and not filecmp.dircmp(new, LIB).diff_files and \
+        set(os.listdir(new)) == set(os.listdir(LIB)) and \
         not filecmp.dircmp(os.path.join(new, "pierdeploy"), os.path.join(LIB, "pierdeploy")).diff_files and \
         set(os.listdir(os.path.join(new, "pierdeploy"))) == set(os.listdir(os.path.join(LIB, "pierdeploy")))
     if same:
@@ -160,7 +168,8 @@ def step_tool(cfg, checkout, deploy_file):
         say(f"tool: installed in {LIB} (root-owned)")
     host = os.path.join(src, "host")
     install_file(os.path.join(host, "pier-deploy-root"), "/usr/local/sbin/pier-deploy", 0o755)
-    install_file(os.path.join(host, "pier-deploy-user"), "/usr/local/bin/pier-deploy", 0o755)
+    if os.path.exists("/usr/local/bin/pier-deploy"):  # the deploy user's front before the gate
+        os.unlink("/usr/local/bin/pier-deploy")
     return 0
 
 
@@ -199,6 +208,51 @@ def _user_exists(u):
         return True
     except KeyError:
         return False
+
+
+# ------------------------------------------------------------------ deploy keys
+KEYS_DIR = "/etc/ssh/pier-deploy"
+KEYS_FILE = KEYS_DIR + "/authorized_keys"
+SSHD_CONF = "/etc/ssh/sshd_config.d/60-pier-deploy.conf"
+
+
+def step_keys(cfg, checkout, deploy_file):
+    """One key per environment, each bound to the gate with its environment, in a root-owned
+    authorized_keys that sshd reads for the deploy user instead of ~/.ssh (which that user
+    could edit): restrict (no pty, no forwarding, no ~/.ssh/rc) and command= (whatever the
+    client asks, the gate runs, with the request in SSH_ORIGINAL_COMMAND)."""
+    users = sorted({e["ssh.user"] for e in cfg.envs.values() if _user_exists(e["ssh.user"])})
+    lines = ["# Written by `pier-deploy setup` from the deploy file's ssh.public_key; do not edit here.",
+             "# One key per environment; each may run only the gate, with its own environment."]
+    for env, e in cfg.envs.items():
+        if e["ssh.public_key"]:
+            key = " ".join(e["ssh.public_key"].split()[:2])
+            lines.append(f'restrict,command="{LIB}/gate {env}" {key} pier-deploy {env}')
+    os.makedirs(KEYS_DIR, mode=0o755, exist_ok=True)
+    os.chown(KEYS_DIR, 0, 0)
+    os.chmod(KEYS_DIR, 0o755)
+    keys_changed = install_file(None, KEYS_FILE, 0o644, text="\n".join(lines) + "\n")
+    conf = ["# Written by `pier-deploy setup`: the deploy user's keys are root's to give", ""]
+    for u in users:
+        conf += [f"Match User {u}", f"    AuthorizedKeysFile {KEYS_FILE}", "    AuthorizedPrincipalsFile none",
+                 "    PermitTTY no", "    X11Forwarding no", "    AllowTcpForwarding no", "    AllowAgentForwarding no",
+                 "    AllowStreamLocalForwarding no", "    PermitTunnel no", "    PermitUserRC no", ""]
+    old = open(SSHD_CONF).read() if os.path.exists(SSHD_CONF) else None
+    conf_changed = install_file(None, SSHD_CONF, 0o644, text="\n".join(conf))
+    p = run(["sshd", "-t"])
+    if p.returncode != 0:
+        if old is None:
+            os.unlink(SSHD_CONF)
+        else:
+            install_file(None, SSHD_CONF, 0o644, text=old)
+        say(f"keys: sshd -t rejects {SSHD_CONF}: put back: {p.stdout.strip()[-300:]}")
+        return 1
+    if conf_changed:
+        run(["systemctl", "reload", "ssh"])
+    envs = [env for env, e in cfg.envs.items() if e["ssh.public_key"]]
+    say(f"keys: {KEYS_FILE}: a key for {', '.join(envs) or 'no environment'}, each bound to its environment"
+        + ("" if keys_changed or conf_changed else " (unchanged)"))
+    return 0
 
 
 # ------------------------------------------------------------------ host files
@@ -480,7 +534,8 @@ def step_prometheus(cfg, checkout, deploy_file):
 
 
 STEPS = [("tool", step_tool), ("file", step_file), ("dirs", step_dirs), ("sockets", step_sockets),
-         ("secrets", step_secrets), ("sudoers", step_sudoers), ("files", step_files), ("nginx", step_nginx),
+         ("secrets", step_secrets), ("sudoers", step_sudoers), ("keys", step_keys), ("files", step_files),
+         ("nginx", step_nginx),
          ("prometheus", step_prometheus)]
 
 

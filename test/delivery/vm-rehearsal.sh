@@ -169,7 +169,7 @@ registry_token=$(openssl rand -hex 20)
 docker run --rm --entrypoint htpasswd "$out_image" -Bbn "$registry_user" "$registry_token" >"$tmp/outside/htpasswd"
 docker network create "$net" >/dev/null
 docker run -d --name "$out" --hostname outside --network "$net" \
-  --network-alias pebble --network-alias ghcr.io --network-alias receiver \
+  --network-alias pebble --network-alias ghcr.io --network-alias receiver --network-alias git.test \
   -p 127.0.0.1::443 -v "$tmp/outside:/etc/rehearsal:ro" "$out_image" >/dev/null
 registry_port=$(docker port "$out" 443/tcp | head -n 1 | sed 's/.*://')
 for _ in $(seq 1 100); do
@@ -191,17 +191,18 @@ unset DOCKER_CONFIG
 
 # ------------------------------------------------------------------ 3. the VM: first boot
 step "VM: NoCloud seed from config/cloud-init.yaml, boot, cloud-init"
-ssh-keygen -q -t ed25519 -N '' -C deploy@pier-ci -f "$tmp/deploy_key"
-deploy_pub=$(cut -d' ' -f1-2 "$tmp/deploy_key.pub")
+# One deploy key per environment (deploy.yml's DEPLOY_SSH_KEY of each GitHub environment).
+for e in prod staging; do
+  ssh-keygen -q -t ed25519 -N '' -C "pier-deploy $e" -f "$tmp/key_$e"
+done
 ssh-keygen -q -t ed25519 -N '' -C admin -f "$tmp/admin_key"
 admin_pub=$(cut -d' ' -f1-2 "$tmp/admin_key.pub")
 # The placeholders an operator fills in, and nothing else.
-python3 - config/cloud-init.yaml "$tmp/pier.yaml" "$deploy_pub" "$domain" "$admin_pub" <<'PY'
+python3 - config/cloud-init.yaml "$tmp/pier.yaml" "$domain" "$admin_pub" <<'PY'
 import sys
-src, dst, key, domain, admin = sys.argv[1:]
+src, dst, domain, admin = sys.argv[1:]
 text = open(src).read()
 for old, new in [
-    ("ssh-ed25519 REPLACE-ME-deploy-public-key", key),
     ("ssh-ed25519 REPLACE-ME-admin-public-key", admin),
     ("PIER_DOMAIN=REPLACE-ME-domain", "PIER_DOMAIN=" + domain),
     ("ACME_SERVER=https://acme-v02.api.letsencrypt.org/directory", "ACME_SERVER=https://pebble:14000/dir"),
@@ -253,13 +254,25 @@ step "operator: deploy/pier-deploy setup from a checkout, over SSH as the VM's a
 host_key=$(on_vm cat /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f1-2)
 admin=$(on_vm getent group sudo | cut -d: -f4 | cut -d, -f1) # the distribution's default user (debian)
 git ls-files -z | tar --null -T - -cf - | docker exec -i -u runner -w /home/runner "$out" sh -c 'mkdir -p pier && tar -x -C pier -f -'
-# The operator's edit of the deploy file: a 20 s watch for prod (60 s in the repository), so
+# The repository, served by the outside container (git daemon, git://git.test/pier.git): main
+# is the commit under test; `feature` a commit on top of it that main does not have.
+git -C "$root" bundle create "$tmp/pier.bundle" HEAD >/dev/null 2>&1
+docker cp "$tmp/pier.bundle" "$out:/tmp/pier.bundle"
+outside sh -c "git clone -q --bare /tmp/pier.bundle /srv/pier.git && cd /srv/pier.git && git update-ref refs/heads/main $sha &&
+  git -c user.name=x -c user.email=x@x update-ref refs/heads/feature \$(git -c user.name=x -c user.email=x@x commit-tree $sha^{tree} -p $sha -m feature) &&
+  touch git-daemon-export-ok && git daemon --detach --reuseaddr --base-path=/srv --export-all"
+feature_sha=$(outside git -C /srv/pier.git rev-parse refs/heads/feature)
+# The operator's edits of the deploy file: each environment's deploy key (public half), the
+# repository prod's commits must be on, and a 20 s watch for prod (60 s in the repository), so
 # the watched deploy below takes 20 s of the rehearsal.
-docker exec -i -u runner -w /home/runner/pier "$out" python3 - <<'PY'
-import re
+docker exec -i -u runner -w /home/runner/pier "$out" python3 - "$(cut -d' ' -f1-2 "$tmp/key_prod.pub")" \
+  "$(cut -d' ' -f1-2 "$tmp/key_staging.pub")" <<'PY'
+import re, sys
 p = "deploy/pier-deploy.yml"
 s = open(p).read()
 s = re.sub(r"(\n  prod:\n(?:    .*\n|\n)*?      window_s: )60", r"\g<1>20", s, count=1)
+s = s.replace('public_key: ""', f'public_key: "{sys.argv[1]}"', 1).replace('public_key: ""', f'public_key: "{sys.argv[2]}"', 1)
+s = re.sub(r"repo_url: .*", "repo_url: git://git.test/pier.git", s)
 open(p, "w").write(s)
 PY
 setup() { # setup LOG: `pier-deploy setup` from the runner's checkout, as the operator would
@@ -294,7 +307,7 @@ declare -gA values=(
   [PIER_DEPLOY_SSH_HOST]=$domain
   [PIER_DEPLOY_SSH_USER]=deploy
   [PIER_DEPLOY_SSH_PORT]=22
-  [DEPLOY_SSH_KEY]=$(cat "$tmp/deploy_key")
+  [DEPLOY_SSH_KEY]=""
   [DEPLOY_KNOWN_HOSTS]="$domain $host_key"
   [REGISTRY_USER]=$registry_user
   [REGISTRY_TOKEN]=$registry_token
@@ -323,6 +336,7 @@ run_step() { # run_step STEP ENVIRONMENT: deploy.yml's step, as the runner, its 
       }
       case $k in
         PREFIX) [[ $environment == production ]] && v=/prod || v=/staging ;;
+        DEPLOY_SSH_KEY) [[ $environment == production ]] && v=$(cat "$tmp/key_prod") || v=$(cat "$tmp/key_staging") ;;
         *) v=${values[$k]} ;;
       esac
       printf 'export %s=%q\n' "$k" "$v"
@@ -362,7 +376,7 @@ say "time to healthy in the first deploy (the deploy's own probe): $healthy"
 ssh-keygen -q -t ed25519 -N '' -f "$tmp/other_key"
 wrong_known="$domain $(cut -d' ' -f1-2 "$tmp/other_key.pub")"
 docker exec -u runner -w /home/runner/pier -e PIER_DEPLOY_SSH_HOST="$domain" \
-  -e DEPLOY_SSH_KEY="$(cat "$tmp/deploy_key")" -e DEPLOY_KNOWN_HOSTS="$wrong_known" \
+  -e DEPLOY_SSH_KEY="$(cat "$tmp/key_staging")" -e DEPLOY_KNOWN_HOSTS="$wrong_known" \
   "$out" deploy/pier-deploy status staging >"$tmp/badkey.log" 2>&1 && rc=0 || rc=$?
 check "strict host-key checking: a DEPLOY_KNOWN_HOSTS with another key stops the deploy (status $rc)" \
   bash -c "test $rc = 255 && grep -qi 'host key verification failed' '$tmp/badkey.log'"
@@ -387,6 +401,108 @@ say "the watch's verdict: ${watch_verdict:-none}"
 check "the redeploy of prod was watched and kept (status $rc)" bash -c "test $rc = 0 && [[ '$watch_verdict' == 'VERDICT: prod '*' kept: '* ]]"
 check "the watch judged real traffic: ${judged:-0} requests (at least the deploy file's 50)" test "${judged:-0}" -ge 50
 check "the outside clients' answers during the deploy: $load_codes(all 200)" bash -c "[[ -n '$load_codes' && '$load_codes' =~ ^\ [0-9]+\ 200\ $ ]]"
+
+# ------------------------------------------------------------------ 4c. least privilege (issue 19)
+step "least privilege: each refusal tried from the deploy account's side"
+outside sh -c 'mkdir -p /home/runner/keys && chown runner /home/runner/keys && chmod 700 /home/runner/keys'
+for f in key_prod key_staging; do docker cp "$tmp/$f" "$out:/home/runner/keys/$f"; done
+printf '%s %s\n' "$domain" "$host_key" >"$tmp/known_hosts"
+docker cp "$tmp/known_hosts" "$out:/home/runner/keys/known_hosts"
+outside sh -c 'chown runner /home/runner/keys/* && chmod 600 /home/runner/keys/*'
+ssh_as() { # ssh_as ENV CMD: ssh as deploy with ENV's key; output in $tmp/ssh.out, status in $rc
+  rc=0
+  docker exec -u runner "$out" ssh -T -i "/home/runner/keys/key_$1" -o IdentitiesOnly=yes -o BatchMode=yes \
+    -o UserKnownHostsFile=/home/runner/keys/known_hosts -o StrictHostKeyChecking=yes "deploy@$domain" "${@:2}" \
+    >"$tmp/ssh.out" 2>&1 || rc=$?
+  sed 's/^/    | /' "$tmp/ssh.out" | head -n 4
+}
+as_deploy() { docker exec -u deploy -w /home/deploy "$vm" "$@"; } # a shell on the VM as deploy, had it one
+refused() { [[ $rc == 2 ]] && grep -q "pier-deploy gate: refused: $1" "$tmp/ssh.out"; }
+ssh_as prod
+check "the prod key gets no shell (no command: refused, status $rc)" refused "no command"
+ssh_as prod bash -i
+check "the prod key cannot run bash (status $rc)" refused "unknown verb 'bash'"
+ssh_as prod docker ps
+check "the prod key cannot run docker ps (status $rc)" refused "unknown verb 'docker'"
+ssh_as prod 'status; id'
+check "shell metacharacters are refused: 'status; id' (status $rc)" refused "characters other than"
+# shellcheck disable=SC2016 # the $(...) is the point: it must reach the gate as it is
+ssh_as prod 'deploy prod $(id)'
+check "shell metacharacters are refused: 'deploy prod \$(id)' (status $rc)" refused "characters other than"
+ssh_as prod pier-deploy setup
+check "an unknown verb is refused: setup (status $rc)" refused "unknown verb 'setup'"
+before=$(on_vm pier-deploy history prod | wc -l)
+ssh_as staging pier-deploy deploy prod "$sha"
+check "the staging key cannot deploy prod (status $rc), and nothing was recorded" \
+  bash -c "[[ $rc == 2 ]] && grep -q 'this is the staging key: it cannot touch prod' '$tmp/ssh.out' && test \"\$(docker exec $vm pier-deploy history prod | wc -l)\" = $before"
+ssh_as staging pier-deploy status prod
+check "the staging key cannot read prod's status either (status $rc)" refused "this is the staging key"
+ssh_as prod pier-deploy status
+check "the prod key runs status prod through the gate (status $rc)" bash -c "[[ $rc == 0 ]] && grep -q '^prod: .* live on' '$tmp/ssh.out'"
+check "the gate logged its refusals and what it accepted (journal, tag pier-deploy-gate)" \
+  bash -c "docker exec $vm journalctl -t pier-deploy-gate --no-pager | grep -q \"refused (key staging.*'pier-deploy deploy prod\" && docker exec $vm journalctl -t pier-deploy-gate --no-pager | grep -q 'accepted (key prod): status prod'"
+# A prod deploy of a commit that is not on main: an image labelled with main's child
+# `feature` (as CI would build it from that branch), pushed to the registry.
+feature_ref=127.0.0.1:$registry_port/$repo_path:$feature_sha
+printf 'FROM pier-vm-build:%s\nLABEL org.opencontainers.image.revision=%s\n' "$sha" "$feature_sha" | docker build -q -t "$feature_ref" - >/dev/null
+export DOCKER_CONFIG=$tmp/docker-config
+docker push -q "$feature_ref" >/dev/null 2>&1 || say "push of $feature_ref failed"
+unset DOCKER_CONFIG
+docker rmi "$feature_ref" >/dev/null 2>&1 || true
+docker exec -u runner -w /home/runner/pier -e PIER_DEPLOY_SSH_HOST="$domain" -e DEPLOY_KNOWN_HOSTS="$domain $host_key" \
+  -e DEPLOY_SSH_KEY="$(cat "$tmp/key_prod")" -e REGISTRY_USER="$registry_user" -e REGISTRY_TOKEN="$registry_token" \
+  "$out" deploy/pier-deploy deploy prod "$feature_sha" >"$tmp/feature.log" 2>&1 && rc=0 || rc=$?
+grep -E 'FAILED|on main' "$tmp/feature.log" | sed 's/^/    | /'
+check "a prod deploy of a commit not on main is refused before anything starts (status $rc)" \
+  bash -c "[[ $rc == 1 ]] && grep -Eq 'not deployed to prod: commit ${feature_sha:0:12}[0-9a-f]* is not on main' '$tmp/feature.log'"
+# The deploy account itself, had it a shell (docker exec -u deploy on the VM).
+check "deploy is in no docker group: docker ps is refused ($(as_deploy docker ps 2>&1 | tail -n 1 | cut -c1-60))" \
+  bash -c "! docker exec -u deploy $vm docker ps >/dev/null 2>&1"
+prod_ct=$(on_vm docker ps --filter label=pier.env=prod --format '{{.Names}}' | head -n 1)
+check "docker cp of the token out of $prod_ct is refused" \
+  bash -c "! docker exec -u deploy $vm docker cp $prod_ct:/run/secrets/metrics-token - >/dev/null 2>&1"
+check "the token file is unreadable to deploy" bash -c "! docker exec -u deploy $vm cat /etc/pier/secrets/prod/metrics-token >/dev/null 2>&1"
+sudo_l=$(as_deploy sudo -n -l 2>&1 || true)
+printf '%s\n' "$sudo_l" | sed 's/^/    sudo -l| /'
+check "sudo -l as deploy: the root-owned pier-deploy and nothing else" \
+  bash -c "[[ \$(grep -c 'NOPASSWD' <<<\"\$1\") == 1 ]] && grep -Eq '\\(root\\) NOPASSWD: /usr/local/sbin/pier-deploy\$' <<<\"\$1\"" _ "$sudo_l"
+as_deploy sh -c 'printf "host: {state_dir: /tmp/x}\n" >/home/deploy/evil.yml' || true
+check "sudo pier-deploy --file (a deploy file deploy wrote) is refused" \
+  bash -c "docker exec -u deploy $vm sudo -n /usr/local/sbin/pier-deploy --file /home/deploy/evil.yml status 2>&1 | grep -q -- '--file is not accepted'"
+check "sudo with PYTHONPATH (code deploy wrote) is refused by sudo" \
+  bash -c "! docker exec -u deploy $vm sudo -n PYTHONPATH=/home/deploy /usr/local/sbin/pier-deploy status >/dev/null 2>&1"
+check "everything sudo runs is root-owned and not writable by deploy" \
+  bash -c "docker exec $vm sh -c 'find /usr/local/sbin/pier-deploy /usr/local/lib/pier-deploy /etc/pier/pier-deploy.yml /etc/sudoers.d/pier-deploy \\( ! -user root -o -perm /022 \\) -print' | wc -l | grep -qx 0"
+# A release whose image ships a modified host script: copied out as data, never run.
+evil_ref=127.0.0.1:$registry_port/$repo_path:evil
+printf 'FROM pier-vm-build:%s\nCOPY pwn /usr/share/pier/release/pier-host-setup\nCOPY pwn /usr/share/pier/release/nginx/setup.sh\n' "$sha" >"$tmp/evil.Dockerfile"
+mkdir -p "$tmp/evil" && printf '#!/bin/sh\ntouch /root/pwned\n' >"$tmp/evil/pwn" && chmod 755 "$tmp/evil/pwn"
+docker build -q -t "$evil_ref" -f "$tmp/evil.Dockerfile" "$tmp/evil" >/dev/null
+export DOCKER_CONFIG=$tmp/docker-config
+docker push -q "$evil_ref" >/dev/null 2>&1 || say "push of $evil_ref failed"
+unset DOCKER_CONFIG
+docker rmi "$evil_ref" >/dev/null 2>&1 || true
+docker exec -u runner -w /home/runner/pier -e PIER_DEPLOY_SSH_HOST="$domain" -e DEPLOY_KNOWN_HOSTS="$domain $host_key" \
+  -e DEPLOY_SSH_KEY="$(cat "$tmp/key_staging")" -e REGISTRY_USER="$registry_user" -e REGISTRY_TOKEN="$registry_token" \
+  "$out" deploy/pier-deploy deploy staging evil >"$tmp/evil.log" 2>&1 && rc=0 || rc=$?
+grep -E 'host config|FAILED' "$tmp/evil.log" | sed 's/^/    | /'
+check "a release with a modified host script is not run as root: its files were copied out as data (root, 0644), /root/pwned absent (deploy status $rc)" \
+  bash -c "test \"\$(docker exec $vm stat -c '%U %a' /var/lib/pier-deploy/releases/evil/pier-host-setup /var/lib/pier-deploy/releases/evil/nginx/setup.sh | sort -u)\" = 'root 644' && ! docker exec $vm test -e /root/pwned"
+# Limits, and two host setups at once.
+# shellcheck disable=SC2016 # expanded on the VM
+limits=$(on_vm sh -c 'docker inspect -f "{{.Name}} {{.HostConfig.Memory}} {{.HostConfig.PidsLimit}} {{.HostConfig.NanoCpus}}" $(docker ps -q --filter label=pier.env)' | sort)
+printf '%s\n' "$limits" | sed 's/^/    limits| /'
+check "docker inspect of every running VM container: memory 64m, 64 pids, 0.5 CPU (from the deploy file)" \
+  bash -c "[[ -n \"\$1\" ]] && ! grep -v ' 67108864 64 500000000\$' <<<\"\$1\"" _ "$limits"
+setup "$tmp/setup-a.log" &
+setup_a=$!
+setup "$tmp/setup-b.log" && rc_b=0 || rc_b=$?
+wait "$setup_a" && rc_a=0 || rc_a=$?
+grep -h 'waiting for the host lock' "$tmp/setup-a.log" "$tmp/setup-b.log" | sed 's/^/    | /'
+check "two setups at once: both succeed (status $rc_a, $rc_b), one waited for the host lock" \
+  bash -c "[[ $rc_a == 0 && $rc_b == 0 ]] && cat '$tmp/setup-a.log' '$tmp/setup-b.log' | grep -q 'waiting for the host lock'"
+check "... and /etc/nginx/pier is consistent: nginx -t passes, no half-made directory left" \
+  bash -c "docker exec $vm nginx -t -q && test -z \"\$(docker exec $vm find /etc/nginx -maxdepth 1 -name '.pier-*')\" && docker exec $vm test -s /etc/nginx/pier/main.conf"
 
 # ------------------------------------------------------------------ 5. HTTPS from outside
 step "HTTPS, redirect, HSTS, edge rules (from outside)"
