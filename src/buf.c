@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pier/fmt.h"
+
 void pier_buf_init(pier_buf_t *b) {
     b->data = NULL;
     b->len = b->cap = 0;
@@ -84,53 +86,21 @@ int pier_buf_printf(pier_buf_t *b, const char *fmt, ...) {
 }
 
 int pier_buf_put_u64(pier_buf_t *b, uint64_t v) {
-    char tmp[24];
-    size_t i = sizeof tmp;
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    return pier_buf_append(b, tmp + i, sizeof tmp - i);
+    if (pier_buf_reserve(b, PIER_FMT_U64_MAX) != 0)
+        return -12;
+    b->len = (size_t)(pier_fmt_u64(b->data + b->len, v) - b->data);
+    return 0;
 }
 
 int pier_buf_put_json_str(pier_buf_t *b, const char *s, size_t len) {
-    static const char hex[] = "0123456789abcdef";
-    if (pier_buf_reserve(b, len + 2) != 0)
+    if (len > (SIZE_MAX - 2) / 6 || pier_buf_reserve(b, 6 * len + 2) != 0)
         return -12;
-    b->data[b->len++] = '"';
-    size_t i = 0;
-    while (i < len) {
-        /* copy the run of bytes that need no escape in one go: most strings are one run */
-        size_t run = i;
-        while (run < len && (unsigned char)s[run] >= 0x20 && (unsigned char)s[run] < 0x7f &&
-               s[run] != '"' && s[run] != '\\')
-            run++;
-        if (run > i && pier_buf_append(b, s + i, run - i) != 0)
-            return -12;
-        if (run == len)
-            break;
-        unsigned char c = (unsigned char)s[run];
-        if (c == '"' || c == '\\') {
-            char esc[2] = {'\\', (char)c};
-            if (pier_buf_append(b, esc, 2) != 0)
-                return -12;
-        } else {
-            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            if (pier_buf_append(b, esc, 6) != 0)
-                return -12;
-        }
-        i = run + 1;
-    }
-    return pier_buf_putc(b, '"');
-}
-
-void pier_buf_consume(pier_buf_t *b, size_t n) {
-    if (n >= b->len) {
-        b->len = 0;
-        return;
-    }
-    memmove(b->data, b->data + n, b->len - n);
-    b->len -= n;
+    char *p = b->data + b->len;
+    *p++ = '"';
+    p = pier_fmt_json_chars(p, s, len);
+    *p++ = '"';
+    b->len = (size_t)(p - b->data);
+    return 0;
 }
 
 void pier_buf_shrink(pier_buf_t *b, size_t keep) {

@@ -159,10 +159,6 @@ const struct pier_option pier_options[] = {
 };
 const size_t pier_options_count = sizeof pier_options / sizeof pier_options[0];
 
-const char *pier_log_level_name(int level) {
-    return level >= 0 && level <= PIER_LOG_ERROR ? log_levels[level] : "info";
-}
-
 void pier_config_env_name(const char *key, char *out, size_t size) {
     size_t n = (size_t)snprintf(out, size, "PIER_");
     for (const char *p = key; *p && n + 1 < size; p++)

@@ -54,6 +54,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "pier/clock.h"
 #include "pier/log.h"
 #include "worker.h"
 

@@ -5,55 +5,22 @@
 #include <strings.h>
 
 const char *pier_status_text(int status) {
+#define TEXT(code, text)                                                                           \
+    case code:                                                                                     \
+        return text;
     switch (status) {
-    case 100:
-        return "Continue";
-    case 200:
-        return "OK";
-    case 204:
-        return "No Content";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 411:
-        return "Length Required";
-    case 413:
-        return "Content Too Large";
-    case 415:
-        return "Unsupported Media Type";
-    case 414:
-        return "URI Too Long";
-    case 417:
-        return "Expectation Failed";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 500:
-        return "Internal Server Error";
-    case 501:
-        return "Not Implemented";
-    case 503:
-        return "Service Unavailable";
-    case 505:
-        return "HTTP Version Not Supported";
+        PIER_STATUSES(TEXT)
     default:
         return "Unknown";
     }
+#undef TEXT
 }
 
-int pier_str_eq(struct pier_str s, const char *lit) {
-    size_t n = strlen(lit);
+int pier_str_eq_n(struct pier_str s, const char *lit, size_t n) {
     return s.n == n && memcmp(s.p, lit, n) == 0;
 }
 
-int pier_str_ieq(struct pier_str s, const char *lit) {
-    size_t n = strlen(lit);
+int pier_str_ieq_n(struct pier_str s, const char *lit, size_t n) {
     return s.n == n && strncasecmp(s.p, lit, n) == 0;
 }
 
@@ -67,9 +34,29 @@ int pier_request_header(const struct pier_request *req, const char *name, struct
     return 0;
 }
 
+int pier_request_field(const struct pier_request *req, enum pier_field f, struct pier_str *out) {
+    static const char *const names[PIER_F_COUNT] = {
+        [PIER_F_HOST] = "Host",
+        [PIER_F_CONTENT_LENGTH] = "Content-Length",
+        [PIER_F_TRANSFER_ENCODING] = "Transfer-Encoding",
+        [PIER_F_CONNECTION] = "Connection",
+        [PIER_F_UPGRADE] = "Upgrade",
+        [PIER_F_EXPECT] = "Expect",
+        [PIER_F_CONTENT_TYPE] = "Content-Type",
+        [PIER_F_REQUEST_ID] = "X-Request-Id",
+    };
+    if (req->fields == NULL) /* a request not made by the parser (tests) */
+        return f != PIER_F_OTHER && pier_request_header(req, names[f], out);
+    unsigned i = req->fields[f];
+    if (i == 0)
+        return 0;
+    *out = req->headers[i - 1].value;
+    return 1;
+}
+
 int pier_request_content_type_is(const struct pier_request *req, const char *type) {
     struct pier_str ct;
-    if (!pier_request_header(req, "Content-Type", &ct))
+    if (!pier_request_field(req, PIER_F_CONTENT_TYPE, &ct))
         return 0;
     size_t n = strlen(type);
     if (ct.n < n || strncasecmp(ct.p, type, n) != 0)
@@ -77,16 +64,10 @@ int pier_request_content_type_is(const struct pier_request *req, const char *typ
     return ct.n == n || ct.p[n] == ';' || ct.p[n] == ' ' || ct.p[n] == '\t';
 }
 
-void pier_response_begin(struct pier_response *res, int status, const char *content_type) {
-    res->status = (uint16_t)status;
-    res->content_type = content_type;
-    pier_buf_reset(res->body);
-}
-
 void pier_response_error(struct pier_response *res, int status, const char *message) {
     pier_response_begin(res, status, "application/json");
     pier_buf_printf(res->body, "{\"error\":{\"status\":%d,\"message\":", status);
-    pier_buf_put_json_str(res->body, message, strlen(message));
+    pier_buf_put_json_str(res->body, message, __builtin_strlen(message));
     pier_buf_puts(res->body, "}}\n");
 }
 

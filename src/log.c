@@ -14,16 +14,27 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pier/fmt.h"
+
 static atomic_int log_level = PIER_LOG_INFO;
 static atomic_int log_format = PIER_LOG_FORMAT_JSON;
 static atomic_int log_fd = STDOUT_FILENO;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *const level_upper[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+static const char *const level_lower[] = {"debug", "info", "warn", "error"};
+
+const char *pier_log_level_name(int level) {
+    return level_lower[level >= 0 && level <= PIER_LOG_ERROR ? level : PIER_LOG_INFO];
+}
 
 void pier_log_configure(int level, int format) {
     atomic_store_explicit(&log_level, level, memory_order_relaxed);
     atomic_store_explicit(&log_format, format, memory_order_relaxed);
+}
+
+int pier_log_format(void) {
+    return atomic_load_explicit(&log_format, memory_order_relaxed);
 }
 
 int pier_log_enabled(int level) {
@@ -44,41 +55,26 @@ static void put(struct pier_logline *l, const char *s, size_t n) {
     l->len += n;
 }
 
-/* 1 for the bytes a JSON string cannot hold as they are: controls, '"', '\\', and (so the
- * output stays ASCII whatever the input) DEL and everything above it. */
-static const unsigned char needs_escape[256] = {
-    [0 ... 0x1f] = 1,
-    ['"'] = 1,
-    ['\\'] = 1,
-    [0x7f ... 0xff] = 1,
-};
-
+/* Escaped into the line where the worst case (6 bytes a byte) fits, else in small pieces
+ * that put() truncates. */
 static void put_escaped(struct pier_logline *l, const char *s, size_t n) {
-    static const char hex[] = "0123456789abcdef";
-    size_t i = 0;
-    while (i < n) {
-        /* copy the run of bytes that need no escape with one put(): usually the whole value */
-        size_t run = i;
-        while (run < n && !needs_escape[(unsigned char)s[run]])
-            run++;
-        if (run > i)
-            put(l, s + i, run - i);
-        if (run == n)
-            break;
-        unsigned char c = (unsigned char)s[run];
-        if (c == '"' || c == '\\') {
-            char e[2] = {'\\', (char)c};
-            put(l, e, 2);
+    while (n > 0 && !l->truncated) {
+        size_t take = (sizeof l->data - 2 - l->len) / 6;
+        if (take == 0) {
+            char tmp[6 * 16];
+            take = n < 16 ? n : 16;
+            put(l, tmp, (size_t)(pier_fmt_json_chars(tmp, s, take) - tmp));
         } else {
-            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            put(l, e, 6);
+            take = take < n ? take : n;
+            l->len = (size_t)(pier_fmt_json_chars(l->data + l->len, s, take) - l->data);
         }
-        i = run + 1;
+        s += take;
+        n -= take;
     }
 }
 
 /* "2026-11-26T03:47:44.123Z", with the part up to the seconds cached per thread. */
-static size_t format_ts(char *out) {
+char *pier_log_timestamp(char *out) {
     static _Thread_local time_t cached_sec = -1;
     static _Thread_local char cached[24];
     struct timespec ts;
@@ -96,12 +92,12 @@ static size_t format_ts(char *out) {
     out[21] = (char)('0' + ms / 10 % 10);
     out[22] = (char)('0' + ms % 10);
     out[23] = 'Z';
-    return 24;
+    return out + 24;
 }
 
-void pier_log_begin(struct pier_logline *l, int level, const char *msg) {
+void pier_log_begin_n(struct pier_logline *l, int level, const char *msg, size_t msg_len) {
     char ts[24];
-    size_t n = format_ts(ts);
+    size_t n = (size_t)(pier_log_timestamp(ts) - ts);
     l->len = 0;
     l->level = level;
     l->truncated = 0;
@@ -113,7 +109,7 @@ void pier_log_begin(struct pier_logline *l, int level, const char *msg) {
         const char *name = pier_log_level_name(level);
         put(l, name, strlen(name));
         put(l, "\",\"msg\":\"", 9);
-        put_escaped(l, msg, strlen(msg));
+        put_escaped(l, msg, msg_len);
         put(l, "\"", 1);
     } else {
         put(l, ts, n);
@@ -121,55 +117,42 @@ void pier_log_begin(struct pier_logline *l, int level, const char *msg) {
         const char *name = level_upper[level >= 0 && level <= 3 ? level : 1];
         put(l, name, strlen(name));
         put(l, "     ", 6 - strlen(name));
-        put(l, msg, strlen(msg));
+        put(l, msg, msg_len);
     }
 }
 
-void pier_log_strn(struct pier_logline *l, const char *key, const char *value, size_t len) {
+/* ,"key": (then a quote for a string) in JSON, or " key=" in text */
+static void put_key(struct pier_logline *l, const char *key, size_t key_len, int string) {
     if (l->format == PIER_LOG_FORMAT_JSON) {
         put(l, ",\"", 2);
-        put(l, key, strlen(key));
-        put(l, "\":\"", 3);
-        put_escaped(l, value, len);
+        put(l, key, key_len);
+        put(l, "\":\"", string ? 3 : 2);
+    } else {
+        put(l, " ", 1);
+        put(l, key, key_len);
+        put(l, "=", 1);
+    }
+}
+
+void pier_log_strn_k(struct pier_logline *l, const char *key, size_t key_len, const char *value,
+                     size_t len) {
+    put_key(l, key, key_len, 1);
+    /* text: quoted when empty or holding a space */
+    int quote = l->format == PIER_LOG_FORMAT_JSON || len == 0 || memchr(value, ' ', len) != NULL;
+    if (quote && l->format != PIER_LOG_FORMAT_JSON)
         put(l, "\"", 1);
-    } else {
-        put(l, " ", 1);
-        put(l, key, strlen(key));
-        put(l, "=", 1);
-        int quote = len == 0 || memchr(value, ' ', len) != NULL;
-        if (quote)
-            put(l, "\"", 1);
-        put_escaped(l, value, len);
-        if (quote)
-            put(l, "\"", 1);
-    }
+    put_escaped(l, value, len);
+    if (quote)
+        put(l, "\"", 1);
 }
 
-void pier_log_str(struct pier_logline *l, const char *key, const char *value) {
-    pier_log_strn(l, key, value ? value : "", value ? strlen(value) : 0);
-}
-
-void pier_log_int(struct pier_logline *l, const char *key, int64_t value) {
-    /* by hand: snprintf's format machinery cost more than the rest of an access line */
-    char num[24];
-    size_t i = sizeof num;
-    uint64_t v = value < 0 ? 0 - (uint64_t)value : (uint64_t)value;
-    do {
-        num[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
+void pier_log_int_k(struct pier_logline *l, const char *key, size_t key_len, int64_t value) {
+    char num[1 + PIER_FMT_U64_MAX], *p = num;
     if (value < 0)
-        num[--i] = '-';
-    if (l->format == PIER_LOG_FORMAT_JSON) {
-        put(l, ",\"", 2);
-        put(l, key, strlen(key));
-        put(l, "\":", 2);
-    } else {
-        put(l, " ", 1);
-        put(l, key, strlen(key));
-        put(l, "=", 1);
-    }
-    put(l, num + i, sizeof num - i);
+        *p++ = '-';
+    p = pier_fmt_u64(p, value < 0 ? 0 - (uint64_t)value : (uint64_t)value);
+    put_key(l, key, key_len, 0);
+    put(l, num, (size_t)(p - num));
 }
 
 static void finish(struct pier_logline *l) {

@@ -1,14 +1,13 @@
 /* metrics — counting on the request path, summing and rendering at scrape time.
  * See include/pier/metrics.h for why there is no lock. */
 #include "pier/metrics.h"
+#include "pier/parse.h"
 
 #include <dirent.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
-
-#include <llhttp.h>
 
 #include "pier/app.h"
 #include "pier/build_info.h"
@@ -33,19 +32,19 @@ static const char *const bad_names[PIER_BAD_REASONS] = {
 
 int pier_metrics_method_index(int m) {
     switch (m) {
-    case HTTP_GET:
+    case PIER_M_GET:
         return 0;
-    case HTTP_HEAD:
+    case PIER_M_HEAD:
         return 1;
-    case HTTP_POST:
+    case PIER_M_POST:
         return 2;
-    case HTTP_PUT:
+    case PIER_M_PUT:
         return 3;
-    case HTTP_DELETE:
+    case PIER_M_DELETE:
         return 4;
-    case HTTP_PATCH:
+    case PIER_M_PATCH:
         return 5;
-    case HTTP_OPTIONS:
+    case PIER_M_OPTIONS:
         return 6;
     default:
         return 7;
@@ -85,8 +84,8 @@ static uint64_t sum_workers(const struct pier_app *app, size_t offset) {
 }
 #define SUM(app, field) sum_workers((app), offsetof(struct pier_metrics, field))
 
-static const char *route_label(int r) {
-    return r < (int)pier_routes_count ? pier_routes[r].pattern : "unmatched";
+static const char *route_label(const struct pier_app *app, int r) {
+    return app->routes && r < (int)app->nroutes ? app->routes[r].pattern : "unmatched";
 }
 
 static void header(pier_buf_t *o, const char *name, const char *type, const char *help) {
@@ -153,7 +152,7 @@ void pier_metrics_render(const struct pier_app *app, const struct pier_config *c
 
     header(o, "pier_http_requests_total", "counter",
            "HTTP requests answered, by route pattern, method and status code.");
-    int nroutes = (int)pier_routes_count;
+    int nroutes = (int)app->nroutes;
     for (int r = 0; r < PIER_METRIC_ROUTES; r++) {
         if (r >= nroutes && r != PIER_METRIC_ROUTES - 1)
             continue;
@@ -166,7 +165,7 @@ void pier_metrics_render(const struct pier_app *app, const struct pier_config *c
                 pier_buf_printf(o,
                                 "pier_http_requests_total{route=\"%s\",method=\"%s\",code=\"%d\"} "
                                 "%llu\n",
-                                route_label(label), method_names[m], codes[c],
+                                route_label(app, label), method_names[m], codes[c],
                                 (unsigned long long)v);
             }
     }
@@ -176,7 +175,7 @@ void pier_metrics_render(const struct pier_app *app, const struct pier_config *c
     for (int r = 0; r < PIER_METRIC_ROUTES; r++) {
         if (r >= nroutes && r != PIER_METRIC_ROUTES - 1)
             continue;
-        const char *route = route_label(r == PIER_METRIC_ROUTES - 1 ? nroutes : r);
+        const char *route = route_label(app, r == PIER_METRIC_ROUTES - 1 ? nroutes : r);
         uint64_t cum = 0;
         uint64_t counts[PIER_HIST_BUCKETS + 1];
         for (int b = 0; b <= PIER_HIST_BUCKETS; b++) {

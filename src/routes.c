@@ -39,13 +39,16 @@ static void failing_echo(const struct pier_request *req, struct pier_response *r
 #endif
 
 const struct pier_route pier_routes[] = {
-    {"GET", "/", H(pier_handle_index), 0, "Service index: name, environment, routes"},
-    {"GET", "/health", H(pier_handle_health), 0, "Health (IETF health+json); 503 while draining"},
-    {"GET", "/health/live", H(pier_handle_live), 0, "Liveness: the event loop answers"},
-    {"GET", "/health/ready", H(pier_handle_ready), 0, "Readiness: 503 while draining"},
-    {"GET", "/version", H(pier_handle_version), 0, "Version, commit, build and library versions"},
-    {"GET", "/version/{component}", H(pier_handle_version_component), 0, "One library's version"},
-    {"POST", "/echo", ECHO, PIER_ROUTE_BODY, "Echo a JSON body back", "application/json"},
-    {"GET", "/metrics", H(pier_handle_metrics), PIER_ROUTE_METRICS, "Prometheus metrics"},
+    PIER_ROUTE(GET, "/", H(pier_handle_index), 0, "Service index: name, environment, routes"),
+    PIER_ROUTE(GET, "/health", H(pier_handle_health), 0,
+               "Health (IETF health+json); 503 while draining"),
+    PIER_ROUTE(GET, "/health/live", H(pier_handle_live), 0, "Liveness: the event loop answers"),
+    PIER_ROUTE(GET, "/health/ready", H(pier_handle_ready), 0, "Readiness: 503 while draining"),
+    PIER_ROUTE(GET, "/version", H(pier_handle_version), 0,
+               "Version, commit, build and library versions"),
+    PIER_ROUTE(GET, "/version/{component}", H(pier_handle_version_component), PIER_ROUTE_PARAMS,
+               "One library's version"),
+    PIER_ROUTE(POST, "/echo", ECHO, PIER_ROUTE_BODY, "Echo a JSON body back", "application/json"),
+    PIER_ROUTE(GET, "/metrics", H(pier_handle_metrics), PIER_ROUTE_METRICS, "Prometheus metrics"),
 };
 const size_t pier_routes_count = sizeof pier_routes / sizeof pier_routes[0];

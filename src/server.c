@@ -14,6 +14,8 @@
  * timeouts.idle_ms ends it. shutdown.drain_ms bounds the wait: then the remaining connections
  * are cut and counted. A second signal exits at once.
  */
+#include "pier/router.h"
+#include "pier/clock.h"
 #include "pier/server.h"
 
 #include <dirent.h>
@@ -835,6 +837,8 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
     srv.app.start_unix_ms = wall_ms();
     srv.app.start_mono_ns = pier_now_ns();
     srv.app.nworkers = srv.nworkers;
+    srv.app.routes = pier_routes;
+    srv.app.nroutes = pier_routes_count;
     pier_app_collect_components(&srv.app);
     srv.app.worker_metrics = calloc((size_t)srv.nworkers, sizeof *srv.app.worker_metrics);
     srv.workers = calloc((size_t)srv.nworkers, sizeof *srv.workers);

@@ -20,12 +20,18 @@ struct pier_component {
 };
 #define PIER_COMPONENTS 4 /* libuv, llhttp, cjson, libyaml */
 
+struct pier_route;
+
 struct pier_app {
     atomic_int lifecycle;   /* enum pier_lifecycle */
     int64_t start_unix_ms;  /* wall clock at start, for process_start_time_seconds */
     uint64_t start_mono_ns; /* monotonic clock at start, for uptime */
     struct pier_metrics **worker_metrics;
     int nworkers;
+    /* The route table, for the metrics' route labels: handed in by whoever builds the app, so
+     * that metrics.c does not reach up to the table whose /metrics row reaches back to it. */
+    const struct pier_route *routes;
+    size_t nroutes;
     pier_counter_t reloads_success;
     pier_counter_t reloads_failure;
     _Atomic int64_t last_reload_success_unix_ms;

@@ -35,8 +35,6 @@ int pier_buf_put_u64(pier_buf_t *b, uint64_t v);
 /* Append s as a JSON string literal, quotes included; bytes outside printable ASCII are
  * written as \u00XX so the output is always valid JSON whatever the input. */
 int pier_buf_put_json_str(pier_buf_t *b, const char *s, size_t len);
-/* Drop the first n bytes. */
-void pier_buf_consume(pier_buf_t *b, size_t n);
 /* Release the memory if it has grown past `keep` bytes (bounds what a big request leaves). */
 void pier_buf_shrink(pier_buf_t *b, size_t keep);
 

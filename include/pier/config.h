@@ -13,10 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pier/log.h"
 #include "pier/buf.h"
-
-enum pier_log_level { PIER_LOG_DEBUG, PIER_LOG_INFO, PIER_LOG_WARN, PIER_LOG_ERROR };
-enum pier_log_format { PIER_LOG_FORMAT_JSON, PIER_LOG_FORMAT_TEXT };
 
 struct pier_config {
     char environment[32];
@@ -122,7 +120,5 @@ void pier_config_write_restart_keys(pier_buf_t *out);
  * table. */
 void pier_config_write_help(pier_buf_t *out);
 void pier_config_write_markdown(pier_buf_t *out);
-
-const char *pier_log_level_name(int level);
 
 #endif

@@ -13,7 +13,9 @@
 #include <stdint.h>
 
 #include "pier/buf.h"
-#include "pier/config.h"
+
+enum pier_log_level { PIER_LOG_DEBUG, PIER_LOG_INFO, PIER_LOG_WARN, PIER_LOG_ERROR };
+enum pier_log_format { PIER_LOG_FORMAT_JSON, PIER_LOG_FORMAT_TEXT };
 
 #define PIER_LOG_LINE_MAX 2048
 
@@ -26,14 +28,36 @@ struct pier_logline {
 };
 
 void pier_log_configure(int level, int format);
+/* Write "2026-11-26T03:47:44.123Z" (24 bytes, UTC, now) at out; returns its end. */
+char *pier_log_timestamp(char *out);
+int pier_log_format(void);
+/* "debug", "info", "warn" or "error" */
+const char *pier_log_level_name(int level);
 int pier_log_enabled(int level);
 /* Send log output to fd instead of stdout (tests, fuzzers). */
 void pier_log_set_fd(int fd);
 
-void pier_log_begin(struct pier_logline *l, int level, const char *msg);
-void pier_log_str(struct pier_logline *l, const char *key, const char *value);
-void pier_log_strn(struct pier_logline *l, const char *key, const char *value, size_t len);
-void pier_log_int(struct pier_logline *l, const char *key, int64_t value);
+/* The keys and messages are nearly always literals: the inline wrappers below measure them
+ * where the compiler can (strlen of a literal is a constant), not on every line. */
+void pier_log_begin_n(struct pier_logline *l, int level, const char *msg, size_t msg_len);
+void pier_log_strn_k(struct pier_logline *l, const char *key, size_t key_len, const char *value,
+                     size_t len);
+void pier_log_int_k(struct pier_logline *l, const char *key, size_t key_len, int64_t value);
+
+static inline void pier_log_begin(struct pier_logline *l, int level, const char *msg) {
+    pier_log_begin_n(l, level, msg, __builtin_strlen(msg));
+}
+static inline void pier_log_strn(struct pier_logline *l, const char *key, const char *value,
+                                 size_t len) {
+    pier_log_strn_k(l, key, __builtin_strlen(key), value, len);
+}
+static inline void pier_log_str(struct pier_logline *l, const char *key, const char *value) {
+    pier_log_strn_k(l, key, __builtin_strlen(key), value ? value : "",
+                    value ? __builtin_strlen(value) : 0);
+}
+static inline void pier_log_int(struct pier_logline *l, const char *key, int64_t value) {
+    pier_log_int_k(l, key, __builtin_strlen(key), value);
+}
 void pier_log_end(struct pier_logline *l);
 void pier_log_end_batch(struct pier_logline *l, pier_buf_t *batch);
 void pier_log_flush_batch(pier_buf_t *batch);

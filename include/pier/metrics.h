@@ -56,7 +56,7 @@ static inline uint64_t pier_counter_get(const pier_counter_t *c) {
     return atomic_load_explicit(c, memory_order_relaxed);
 }
 
-int pier_metrics_method_index(int llhttp_method);
+int pier_metrics_method_index(int method); /* enum pier_method, or -1 */
 int pier_metrics_code_index(int status);
 /* Count one answered request: route index (or PIER_METRIC_ROUTES-1 for unmatched). */
 void pier_metrics_observe(struct pier_metrics *m, int route, int method_index, int status,

@@ -17,12 +17,16 @@ typedef void (*pier_handler_fn)(const struct pier_request *req, struct pier_resp
 enum pier_route_flags {
     PIER_ROUTE_BODY = 1,    /* the handler reads the request body (others discard it) */
     PIER_ROUTE_METRICS = 2, /* exists only while metrics.enabled */
-    PIER_ROUTE_NO_LOG = 4,  /* reserved: routes that should not be access-logged */
+    PIER_ROUTE_PARAMS = 4,  /* the pattern has {name} segments: matched segment by segment */
 };
 
+/* One row. PIER_ROUTE(GET, "/x", ...) fills the method's name and number and the pattern's
+ * length, so matching compares lengths and numbers before any byte. */
 struct pier_route {
     const char *method;
+    int method_id; /* enum pier_method */
     const char *pattern;
+    size_t pattern_len;
     pier_handler_fn handler;
     unsigned flags;
     const char *summary;
@@ -38,7 +42,10 @@ enum { PIER_ROUTE_NONE = -1, PIER_ROUTE_WRONG_METHOD = -2 };
  * when no pattern matches, or PIER_ROUTE_WRONG_METHOD when a pattern matches but not for this
  * method. For the last two and for OPTIONS, `allow` receives the methods the path supports
  * ("GET, HEAD, OPTIONS"). Routes carrying a flag in `skip_flags` do not exist. */
-int pier_router_match(const struct pier_route *routes, size_t nroutes, const char *method,
+#define PIER_ROUTE(method, pattern, ...)                                                           \
+    { #method, PIER_M_##method, pattern, sizeof(pattern) - 1, __VA_ARGS__ }
+
+int pier_router_match(const struct pier_route *routes, size_t nroutes, int method,
                       struct pier_str path, unsigned skip_flags, struct pier_param *params,
                       size_t *nparams, char *allow, size_t allow_size);
 

@@ -1,10 +1,10 @@
 /* session — one HTTP/1.1 connection's protocol state, without the socket.
  *
- * Bytes go in (pier_session_feed), response bytes come out (appended to env->out): llhttp
- * parses, the router dispatches, handlers answer, and the response is serialized — all in
- * memory. The connection layer (src/conn.c) owns the socket and the timers and moves bytes;
- * the fuzzer feeds this directly. Pipelined requests in one feed are answered in order into
- * the same output buffer, so they leave in one write.
+ * Bytes go in (pier_session_feed), response bytes come out (appended to env->out): the parser
+ * (src/parse.c) walks them once, the router dispatches, handlers answer, and the response is
+ * serialized (src/respond.c) — all in memory. The connection layer (src/conn.c) owns the socket and
+ * the timers and moves bytes; the fuzzer feeds this directly. Pipelined requests in one feed are
+ * answered in order into the same output buffer, so they leave in one write.
  *
  * Memory: an idle session holds only the llhttp parser and a few words. A request's copied
  * head and body live in a pier_reqstate taken from the worker's pool when the request starts
@@ -16,12 +16,11 @@
 #include <stdint.h>
 #include <time.h>
 
-#include <llhttp.h>
-
 #include "pier/app.h"
 #include "pier/buf.h"
 #include "pier/config.h"
 #include "pier/http.h"
+#include "pier/parse.h"
 
 struct pier_reqstate;
 
@@ -38,10 +37,7 @@ struct pier_env {
     uint64_t rng[2];
     time_t date_sec;
     char date[30];
-    size_t fed; /* input bytes the last pier_session_feed consumed */
-    /* Where the framing check (src/session.c) has got to in the bytes of the feed under way:
-     * per worker, because a feed runs on its worker's thread from start to end. */
-    const char *scan_at, *scan_end;
+    size_t fed;            /* input bytes the last pier_session_feed consumed */
     char rid_fallback[33]; /* a request id for an answer given before any request state */
 };
 
@@ -60,15 +56,9 @@ enum pier_phase {
 };
 
 enum pier_session_flags {
-    PIER_S_IN_MESSAGE = 1 << 0,
     PIER_S_RESPONDED = 1 << 1, /* this request was already answered (an early error) */
     PIER_S_CLOSE = 1 << 2,     /* close the connection once env->out is written */
     PIER_S_KEEP_BODY = 1 << 3,
-    PIER_S_IN_FIELD = 1 << 4,
-    PIER_S_FULL = 1 << 5,      /* the feed stopped because env->out is past its high water mark */
-    PIER_S_IN_FIELDS = 1 << 6, /* the request line is over: header fields are being read */
-    PIER_S_METHOD = 1 << 7,    /* llhttp refused the method: reading the rest of its token to
-                                  tell an unknown method (501) from garbage (400) */
 };
 
 struct pier_peer {
@@ -78,16 +68,13 @@ struct pier_peer {
 };
 
 struct pier_session {
-    llhttp_t parser;
+    struct pier_parser parser;
     struct pier_env *env;
     struct pier_reqstate *rq;
-    uint16_t flags;
+    uint8_t flags;
     uint8_t phase;
-    uint8_t scan;       /* framing check state (src/session.c) */
     uint32_t nrequests; /* requests answered so far */
     struct pier_peer peer;
-    uint8_t peer_text_len; /* peer_text formatted once, on the first access-log line */
-    char peer_text[56];    /* "[v6 address]:port" at most */
 };
 
 void pier_session_init(struct pier_session *s, struct pier_env *env);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "pier/clock.h"
 #include "pier/app.h"
 #include "pier/build_info.h"
 #include "pier/handlers.h"

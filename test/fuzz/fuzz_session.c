@@ -27,6 +27,8 @@
 #include <unistd.h>
 
 #include "fuzz.h"
+#include "pier/router.h"
+#include "pier/clock.h"
 #include "pier/app.h"
 #include "pier/config.h"
 #include "pier/log.h"
@@ -72,6 +74,8 @@ static void setup(void) {
     metrics_list[0] = metrics;
     app.worker_metrics = metrics_list;
     app.nworkers = 1;
+    app.routes = pier_routes;
+    app.nroutes = pier_routes_count;
     app.start_unix_ms = 1700000000000;
     app.start_mono_ns = pier_now_ns();
     pier_app_collect_components(&app);

@@ -18,8 +18,8 @@ match(const char *method, const char *path, char *allow) {
     struct pier_param params[PIER_MAX_PARAMS];
     size_t n = 0;
     char local[80];
-    return pier_router_match(pier_routes, pier_routes_count, method, S(path), 0, params, &n,
-                             allow ? allow : local, 80);
+    return pier_router_match(pier_routes, pier_routes_count, pier_method_id(method, strlen(method)),
+                             S(path), 0, params, &n, allow ? allow : local, 80);
 }
 
 int main(void) {
@@ -28,7 +28,10 @@ int main(void) {
     {
         struct pier_metrics *m = calloc(1, sizeof *m);
         struct pier_metrics *list[1] = {m};
-        struct pier_app app = {.worker_metrics = list, .nworkers = 1};
+        struct pier_app app = {.worker_metrics = list,
+                               .nworkers = 1,
+                               .routes = pier_routes,
+                               .nroutes = pier_routes_count};
         struct pier_config cfg;
         pier_buf_t out, err;
         pier_buf_init(&out);
@@ -71,16 +74,16 @@ int main(void) {
     /* parameters */
     struct pier_param params[PIER_MAX_PARAMS];
     size_t n = 0;
-    int r = pier_router_match(pier_routes, pier_routes_count, "GET", S("/version/libuv"), 0, params,
-                              &n, allow, sizeof allow);
+    int r = pier_router_match(pier_routes, pier_routes_count, PIER_M_GET, S("/version/libuv"), 0,
+                              params, &n, allow, sizeof allow);
     CHECK(r >= 0 && pier_routes[r].handler == pier_handle_version_component);
     CHECK(n == 1 && params[0].value.n == 5 && memcmp(params[0].value.p, "libuv", 5) == 0);
     CHECK(n == 1 && params[0].name.n == 9 && memcmp(params[0].name.p, "component", 9) == 0);
     CHECK(match("GET", "/version/", NULL) == PIER_ROUTE_NONE); /* {x} needs a non-empty segment */
 
     /* a route with a skipped flag does not exist */
-    r = pier_router_match(pier_routes, pier_routes_count, "GET", S("/metrics"), PIER_ROUTE_METRICS,
-                          params, &n, allow, sizeof allow);
+    r = pier_router_match(pier_routes, pier_routes_count, PIER_M_GET, S("/metrics"),
+                          PIER_ROUTE_METRICS, params, &n, allow, sizeof allow);
     CHECK(r == PIER_ROUTE_NONE);
     CHECK(match("GET", "/metrics", NULL) >= 0);
     return check_report("router");

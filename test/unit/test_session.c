@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "pier/router.h"
+#include "pier/clock.h"
 #include "pier/log.h"
 #include "pier/session.h"
 
@@ -87,6 +89,8 @@ int main(void) {
         return 2;
     app.worker_metrics = mlist;
     app.nworkers = 1;
+    app.routes = pier_routes;
+    app.nroutes = pier_routes_count;
     app.start_mono_ns = pier_now_ns();
     pier_app_collect_components(&app);
     int devnull = open("/dev/null", O_WRONLY);
