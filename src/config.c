@@ -2,14 +2,16 @@
  *
  * pier_options[] is the single description of every setting. A value arrives as text from
  * one of four places — the row's default, a YAML scalar, a PIER_* variable, a --set flag —
- * and goes through the same parse_value() whatever its origin, so "what is a valid port"
- * is written once. The YAML loader walks libyaml's event stream, turning nested mappings into
+ * and goes through the same pier__config_parse_value() whatever its origin, so "what is a valid
+ * port" is written once. The YAML loader walks libyaml's event stream, turning nested mappings into
  * dotted keys ("listen:\n  port: 8000" is listen.port) and remembering where each scalar
  * stood, so a message can say file:line:column. Errors are collected, not fatal at the first
  * one: an operator fixing a file wants the whole list, like `nginx -t`.
  */
 #include "pier/config.h"
 #include "pier/net.h"
+
+#include "config_private.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -20,7 +22,6 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <yaml.h>
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"json", "text", NULL};
@@ -166,7 +167,7 @@ void pier_config_env_name(const char *key, char *out, size_t size) {
     out[n < size ? n : size - 1] = '\0';
 }
 
-static const struct pier_option *find_option(const char *key) {
+const struct pier_option *pier__config_find_option(const char *key) {
     for (size_t i = 0; i < pier_options_count; i++)
         if (strcmp(pier_options[i].key, key) == 0)
             return &pier_options[i];
@@ -174,7 +175,7 @@ static const struct pier_option *find_option(const char *key) {
 }
 
 /* Is `key` a section ("listen", "log") that some option lives in? */
-static int is_section(const char *key) {
+int pier__config_is_section(const char *key) {
     size_t n = strlen(key);
     for (size_t i = 0; i < pier_options_count; i++)
         if (strncmp(pier_options[i].key, key, n) == 0 && pier_options[i].key[n] == '.')
@@ -229,7 +230,7 @@ static const char *suggest_key(const char *key) {
     return best_d <= (limit > 3 ? 3 : limit) ? best : NULL;
 }
 
-static void describe_expected(const struct pier_option *o, pier_buf_t *out) {
+void pier__config_describe_expected(const struct pier_option *o, pier_buf_t *out) {
     switch (o->type) {
     case PIER_OPT_INT:
         pier_buf_printf(out, "an integer from %lld to %lld", (long long)o->min, (long long)o->max);
@@ -253,8 +254,8 @@ static void describe_expected(const struct pier_option *o, pier_buf_t *out) {
 }
 
 /* Parse `text` for option `o` into cfg. On error, append "where: key: expected X, found Y". */
-static int parse_value(struct pier_config *cfg, const struct pier_option *o, const char *text,
-                       int quoted, const char *where, pier_buf_t *errors) {
+int pier__config_parse_value(struct pier_config *cfg, const struct pier_option *o, const char *text,
+                             int quoted, const char *where, pier_buf_t *errors) {
     char *field = (char *)cfg + o->offset;
     int64_t *num = (int64_t *)(void *)field;
     const char *expected_extra = NULL;
@@ -312,7 +313,7 @@ bad:
     if (expected_extra)
         pier_buf_puts(errors, expected_extra);
     else
-        describe_expected(o, errors);
+        pier__config_describe_expected(o, errors);
     if (text[0] == '\0')
         pier_buf_puts(errors, ", found an empty value\n");
     else {
@@ -323,352 +324,12 @@ bad:
     return -22;
 }
 
-static void unknown_key(const char *where, const char *key, pier_buf_t *errors) {
+void pier__config_unknown_key(const char *where, const char *key, pier_buf_t *errors) {
     const char *s = suggest_key(key);
     pier_buf_printf(errors, "%s: unknown key \"%s\"", where, key);
     if (s)
         pier_buf_printf(errors, " (did you mean \"%s\"?)", s);
     pier_buf_putc(errors, '\n');
-}
-
-/* ---- YAML ---------------------------------------------------------------------------- */
-
-struct yaml_walk {
-    yaml_parser_t parser;
-    const char *file;
-    struct pier_config *cfg;
-    pier_buf_t *errors;
-    int nerrors;
-    unsigned char seen[64]; /* which options the file set, to catch duplicates */
-    size_t seen_line[64];
-};
-
-static void yaml_where(struct yaml_walk *w, const yaml_mark_t *m, char *out, size_t size) {
-    snprintf(out, size, "%s:%zu:%zu", w->file, m->line + 1, m->column + 1);
-}
-
-static const char *event_kind(yaml_event_type_t t) {
-    switch (t) {
-    case YAML_SEQUENCE_START_EVENT:
-        return "a list";
-    case YAML_MAPPING_START_EVENT:
-        return "a mapping";
-    case YAML_ALIAS_EVENT:
-        return "an alias";
-    default:
-        return "a scalar";
-    }
-}
-
-static int next_event(struct yaml_walk *w, yaml_event_t *ev) {
-    if (yaml_parser_parse(&w->parser, ev))
-        return 0;
-    const yaml_mark_t *m = &w->parser.problem_mark;
-    pier_buf_printf(w->errors, "%s:%zu:%zu: YAML syntax error: %s", w->file, m->line + 1,
-                    m->column + 1, w->parser.problem ? w->parser.problem : "unknown problem");
-    if (w->parser.context)
-        pier_buf_printf(w->errors, " (%s at line %zu)", w->parser.context,
-                        w->parser.context_mark.line + 1);
-    pier_buf_putc(w->errors, '\n');
-    w->nerrors++;
-    return -1;
-}
-
-/* Skip the rest of a collection whose start event was just read. */
-static int skip_collection(struct yaml_walk *w) {
-    int depth = 1;
-    while (depth > 0) {
-        yaml_event_t ev;
-        if (next_event(w, &ev) != 0)
-            return -1;
-        if (ev.type == YAML_SEQUENCE_START_EVENT || ev.type == YAML_MAPPING_START_EVENT)
-            depth++;
-        else if (ev.type == YAML_SEQUENCE_END_EVENT || ev.type == YAML_MAPPING_END_EVENT)
-            depth--;
-        yaml_event_delete(&ev);
-    }
-    return 0;
-}
-
-/* Walk a mapping whose MAPPING_START was just read; keys are prefixed with `section`. */
-static int walk_mapping(struct yaml_walk *w, const char *section) {
-    for (;;) {
-        yaml_event_t kev, vev;
-        char where[600], key[256];
-        if (next_event(w, &kev) != 0)
-            return -1;
-        if (kev.type == YAML_MAPPING_END_EVENT) {
-            yaml_event_delete(&kev);
-            return 0;
-        }
-        yaml_where(w, &kev.start_mark, where, sizeof where);
-        if (kev.type != YAML_SCALAR_EVENT) {
-            pier_buf_printf(w->errors, "%s: expected a key, found %s\n", where,
-                            event_kind(kev.type));
-            w->nerrors++;
-            int rc = kev.type == YAML_ALIAS_EVENT ? 0 : skip_collection(w);
-            yaml_event_delete(&kev);
-            if (rc != 0)
-                return -1;
-            /* and its value */
-            if (next_event(w, &vev) != 0)
-                return -1;
-            rc = (vev.type == YAML_MAPPING_START_EVENT || vev.type == YAML_SEQUENCE_START_EVENT)
-                     ? skip_collection(w)
-                     : 0;
-            yaml_event_delete(&vev);
-            if (rc != 0)
-                return -1;
-            continue;
-        }
-        snprintf(key, sizeof key, "%s%s%s", section, section[0] ? "." : "",
-                 (const char *)kev.data.scalar.value);
-        yaml_event_delete(&kev);
-
-        if (next_event(w, &vev) != 0)
-            return -1;
-        const struct pier_option *o = find_option(key);
-        if (vev.type == YAML_MAPPING_START_EVENT) {
-            if (o) {
-                pier_buf_printf(w->errors, "%s: %s: expected ", where, key);
-                describe_expected(o, w->errors);
-                pier_buf_puts(w->errors, ", found a mapping\n");
-                w->nerrors++;
-                yaml_event_delete(&vev);
-                if (skip_collection(w) != 0)
-                    return -1;
-            } else if (!is_section(key)) {
-                unknown_key(where, key, w->errors);
-                w->nerrors++;
-                yaml_event_delete(&vev);
-                if (skip_collection(w) != 0)
-                    return -1;
-            } else {
-                yaml_event_delete(&vev);
-                if (walk_mapping(w, key) != 0)
-                    return -1;
-            }
-            continue;
-        }
-        if (vev.type != YAML_SCALAR_EVENT) {
-            char vwhere[600];
-            yaml_where(w, &vev.start_mark, vwhere, sizeof vwhere);
-            if (o) {
-                pier_buf_printf(w->errors, "%s: %s: expected ", vwhere, key);
-                describe_expected(o, w->errors);
-                pier_buf_printf(w->errors, ", found %s\n", event_kind(vev.type));
-            } else if (is_section(key)) {
-                pier_buf_printf(w->errors, "%s: %s: expected a mapping of its keys, found %s\n",
-                                vwhere, key, event_kind(vev.type));
-            } else {
-                unknown_key(where, key, w->errors);
-            }
-            w->nerrors++;
-            int rc = vev.type == YAML_SEQUENCE_START_EVENT ? skip_collection(w) : 0;
-            yaml_event_delete(&vev);
-            if (rc != 0)
-                return -1;
-            continue;
-        }
-        char vwhere[600];
-        yaml_where(w, &vev.start_mark, vwhere, sizeof vwhere);
-        const char *text = (const char *)vev.data.scalar.value;
-        int quoted = vev.data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE ||
-                     vev.data.scalar.style == YAML_DOUBLE_QUOTED_SCALAR_STYLE;
-        if (o == NULL) {
-            if (is_section(key))
-                pier_buf_printf(w->errors, "%s: %s: expected a mapping of its keys, found %s\n",
-                                vwhere, key, text[0] ? "a scalar" : "an empty value");
-            else
-                unknown_key(where, key, w->errors);
-            w->nerrors++;
-        } else {
-            size_t idx = (size_t)(o - pier_options);
-            if (w->seen[idx]) {
-                pier_buf_printf(w->errors, "%s: %s: set twice (first at line %zu)\n", where, key,
-                                w->seen_line[idx]);
-                w->nerrors++;
-            } else {
-                w->seen[idx] = 1;
-                w->seen_line[idx] = vev.start_mark.line + 1;
-                /* "~", "null" and an empty plain scalar mean no value in YAML */
-                int is_null = !quoted && (strcmp(text, "~") == 0 || strcmp(text, "null") == 0);
-                if (parse_value(w->cfg, o, is_null ? "" : text, quoted, vwhere, w->errors) != 0)
-                    w->nerrors++;
-            }
-        }
-        yaml_event_delete(&vev);
-    }
-}
-
-static int load_yaml(struct pier_config *cfg, const char *file, pier_buf_t *errors) {
-    FILE *fp = fopen(file, "rb");
-    if (fp == NULL) {
-        pier_buf_printf(errors, "%s: cannot open: %s\n", file, strerror(errno));
-        return 1;
-    }
-    struct yaml_walk w;
-    memset(&w, 0, sizeof w);
-    w.file = file;
-    w.cfg = cfg;
-    w.errors = errors;
-    if (!yaml_parser_initialize(&w.parser)) {
-        fclose(fp);
-        pier_buf_printf(errors, "%s: cannot start the YAML parser\n", file);
-        return 1;
-    }
-    yaml_parser_set_input_file(&w.parser, fp);
-
-    yaml_event_t ev;
-    int documents = 0;
-    int done = 0;
-    while (!done) {
-        if (next_event(&w, &ev) != 0)
-            break;
-        switch (ev.type) {
-        case YAML_STREAM_END_EVENT:
-            if (documents == 0) {
-                pier_buf_printf(errors, "%s: the file is empty: expected a mapping of settings\n",
-                                file);
-                w.nerrors++;
-            }
-            done = 1;
-            break;
-        case YAML_DOCUMENT_START_EVENT:
-            if (++documents > 1) {
-                pier_buf_printf(errors, "%s:%zu:%zu: expected one YAML document, found another\n",
-                                file, ev.start_mark.line + 1, ev.start_mark.column + 1);
-                w.nerrors++;
-                done = 1;
-            }
-            break;
-        case YAML_MAPPING_START_EVENT:
-            yaml_event_delete(&ev);
-            if (walk_mapping(&w, "") != 0)
-                done = 1;
-            continue;
-        case YAML_SCALAR_EVENT:
-            if (ev.data.scalar.length == 0 && ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
-                pier_buf_printf(errors, "%s: the file is empty: expected a mapping of settings\n",
-                                file);
-            } else {
-                pier_buf_printf(errors,
-                                "%s:%zu:%zu: expected a mapping of settings, found a "
-                                "scalar\n",
-                                file, ev.start_mark.line + 1, ev.start_mark.column + 1);
-            }
-            w.nerrors++;
-            break;
-        case YAML_SEQUENCE_START_EVENT:
-            pier_buf_printf(errors, "%s:%zu:%zu: expected a mapping of settings, found a list\n",
-                            file, ev.start_mark.line + 1, ev.start_mark.column + 1);
-            w.nerrors++;
-            yaml_event_delete(&ev);
-            if (skip_collection(&w) != 0)
-                done = 1;
-            continue;
-        default:
-            break;
-        }
-        yaml_event_delete(&ev);
-    }
-    yaml_parser_delete(&w.parser);
-    fclose(fp);
-    return w.nerrors;
-}
-
-/* ---- the loader ---------------------------------------------------------------------- */
-
-/* metrics.token_file: the secret itself never sits in the config, only the path of a file
- * (a mounted Docker or Kubernetes secret). Read it whole now, so a missing or bad file is a
- * config error (at start, --check-config, or a reload that keeps the old config), never a
- * scrape that fails later. One trailing newline (or CRLF) is dropped, as `echo >file` adds it;
- * the token is sent in a header, so it must be visible ASCII without spaces. */
-static int load_token(struct pier_config *cfg, pier_buf_t *errors) {
-    const char *file = cfg->metrics_token_file;
-    const char *why = NULL;
-    char buf[sizeof cfg->metrics_token + 1];
-    size_t n = 0;
-    struct stat st;
-    FILE *fp = fopen(file, "rb");
-    if (fp == NULL || fstat(fileno(fp), &st) != 0) {
-        pier_buf_printf(errors, "metrics.token_file: cannot read %s: %s\n", file, strerror(errno));
-        if (fp)
-            fclose(fp);
-        return -1;
-    }
-    if (!S_ISREG(st.st_mode))
-        why = "is not a regular file";
-    else {
-        n = fread(buf, 1, sizeof buf, fp);
-        if (ferror(fp))
-            why = "cannot be read";
-    }
-    fclose(fp);
-    if (why == NULL && n > 0 && buf[n - 1] == '\n')
-        n -= 1 + (n > 1 && buf[n - 2] == '\r');
-    if (why == NULL && n == 0)
-        why = "is empty: expected a token";
-    if (why == NULL && n >= sizeof cfg->metrics_token)
-        why = "holds more than 255 bytes: expected a token";
-    for (size_t i = 0; why == NULL && i < n; i++)
-        if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f)
-            why = "holds a space or control character: expected visible ASCII";
-    if (why) {
-        pier_buf_printf(errors, "metrics.token_file: %s %s\n", file, why);
-        return -1;
-    }
-    memcpy(cfg->metrics_token, buf, n);
-    cfg->metrics_token[n] = '\0';
-    cfg->metrics_token_len = n;
-    return 0;
-}
-
-int pier_config_load(struct pier_config *cfg, const char *file, const char *const *sets,
-                     size_t nsets, pier_buf_t *errors) {
-    int nerrors = 0;
-    memset(cfg, 0, sizeof *cfg);
-    for (size_t i = 0; i < pier_options_count; i++) {
-        if (parse_value(cfg, &pier_options[i], pier_options[i].def, 0, "default", errors) != 0)
-            nerrors++; /* a bad row in the table: caught by the unit tests */
-    }
-    if (file) {
-        snprintf(cfg->source, sizeof cfg->source, "%s", file);
-        nerrors += load_yaml(cfg, file, errors);
-    }
-    for (size_t i = 0; i < pier_options_count; i++) {
-        char name[96], where[128];
-        pier_config_env_name(pier_options[i].key, name, sizeof name);
-        const char *v = getenv(name);
-        if (v == NULL)
-            continue;
-        snprintf(where, sizeof where, "environment %s", name);
-        if (parse_value(cfg, &pier_options[i], v, 0, where, errors) != 0)
-            nerrors++;
-    }
-    for (size_t i = 0; i < nsets; i++) {
-        const char *eq = strchr(sets[i], '=');
-        char key[128];
-        if (eq == NULL || eq == sets[i] || (size_t)(eq - sets[i]) >= sizeof key) {
-            pier_buf_printf(errors, "--set %s: expected KEY=VALUE\n", sets[i]);
-            nerrors++;
-            continue;
-        }
-        memcpy(key, sets[i], (size_t)(eq - sets[i]));
-        key[eq - sets[i]] = '\0';
-        const struct pier_option *o = find_option(key);
-        if (o == NULL) {
-            unknown_key("--set", key, errors);
-            nerrors++;
-            continue;
-        }
-        if (parse_value(cfg, o, eq + 1, 0, "--set", errors) != 0)
-            nerrors++;
-    }
-    cfg->prefix_len = strlen(cfg->prefix);
-    if (cfg->metrics_token_file[0] && load_token(cfg, errors) != 0)
-        nerrors++;
-    return nerrors ? -22 : 0;
 }
 
 const char *pier_config_default_path(char *out, size_t size) {
@@ -776,7 +437,7 @@ void pier_config_write_help(pier_buf_t *out) {
                         o->type == PIER_OPT_STRING ? "\"" : "", env, o->help);
         if (o->type == PIER_OPT_INT || o->type == PIER_OPT_WORKERS || o->type == PIER_OPT_ENUM) {
             pier_buf_puts(out, "      accepts ");
-            describe_expected(o, out);
+            pier__config_describe_expected(o, out);
             pier_buf_putc(out, '\n');
         }
         if (o->flags & PIER_OPT_RESTART)
@@ -804,7 +465,7 @@ void pier_config_write_markdown(pier_buf_t *out) {
         else if (o->type == PIER_OPT_STRING && o->validate == validate_group)
             pier_buf_puts(out, "`\"\"`, a group name or number");
         else
-            describe_expected(o, out);
+            pier__config_describe_expected(o, out);
         pier_buf_printf(out, " | `%s` | %s | %s |\n", env,
                         o->flags & PIER_OPT_RESTART ? "needs a restart" : "applies", o->help);
     }
