@@ -1,47 +1,16 @@
-/* conn — one connection (TCP, or the Unix socket of listen.unix) on a worker loop: accepting,
- * deadlines, writes, closing.
+/* conn — one connection (TCP, or listen.unix) on a worker loop: reading, writing, deadlines,
+ * closing. Accepting is src/accept.c.
  *
- * Listening: a listening socket (TCP, listen.unix) is one socket that every worker holds a
- * duplicate of. It is bound without SO_REUSEPORT, so the port is pier's alone: a second
- * process, a second pier included, fails to bind it instead of silently sharing its traffic.
- * Each worker waits on it with EPOLLEXCLUSIVE, so a new connection wakes one waiting worker,
- * not all of them (a busy worker is not waiting: the kernel wakes an idle one). libuv cannot
- * ask for EPOLLEXCLUSIVE, so the socket joins the loop's epoll set (uv_backend_fd) by hand,
- * tagged with the descriptor of an eventfd that never fires and that a uv_poll watches:
- * libuv hands an epoll event to the watcher of the descriptor it is tagged with, so the
- * socket's readiness arrives as that uv_poll's callback. The socket is in the set exactly
- * while that uv_poll runs (listener_watch / listener_unwatch).
+ * All connections of a worker read into its one read buffer and the session consumes the bytes
+ * before the callback returns, so an idle connection holds no buffer. The responses one read
+ * produced leave in one uv_try_write; what the kernel does not take waits in a write request
+ * while reading pauses. Once 256 KiB of responses are queued the session stops at a request
+ * boundary (PIER_FEED_PAUSE) and the rest of the input is held until they are written.
  *
- * Accepting: at most ACCEPT_BATCH per wake-up (accept4). Every accepted descriptor is either
- * made a connection or closed at once, so a failed allocation sheds that one client and the
- * listener keeps going. An error that belongs to one client (accept(2): Linux passes its
- * network errors through accept) is skipped at once. Out of descriptors or memory
- * (EMFILE/ENFILE/ENOBUFS/ENOMEM), or an error accept4 should never give, that listener
- * pauses for ACCEPT_PAUSE_MS — the clients wait in the backlog — and resumes, like nginx: one
- * log line when an episode starts, one when a client is served again; never a spin.
- *
- * Reading: every connection of a worker reads into the worker's one read buffer, and the
- * session consumes the bytes before the callback returns, so an idle connection holds no
- * buffer at all. Writing: the responses a read produced (several, when pipelined) leave in
- * one uv_try_write; only what the kernel does not take is copied into a write request the
- * connection owns until it drains, and reading pauses meanwhile (backpressure).
- *
- * Deadlines: each connection has one absolute deadline — when its phase (idle, headers, body,
- * write, linger) began plus that phase's timeout — in the worker's min-heap (src/worker.h).
- * One timer is due at the heap's top (no periodic tick: a worker with only idle connections
- * sleeps until the nearest deadline); it closes or answers 408 to whatever is due, then is
- * set to the next. A deadline set earlier than the timer moves the timer; one that moves
- * later lets it fire early once, find nothing due and move on. A reload recomputes them all.
- *
- * Pipelining: a read full of small requests could turn into megabytes of responses (64 KiB
- * of "GET /metrics" is 2,000 answers). The session stops at a request boundary once 256 KiB
- * of responses are queued (PIER_FEED_PAUSE); the input not yet fed is held (struct
- * pier_held, hung off tcp.data so ordinary connections pay nothing for it) and reading stops
- * until the responses are written; then the held input is fed, then reading resumes.
- *
- * Closing: after a response that ends the connection pier shuts down its sending side and
- * keeps reading (discarding) until the client closes or a short linger ends, so a client
- * still sending a body it was refused reads the error instead of a reset.
+ * Deadlines are absolute (the phase's start plus its timeout) in a min-heap per worker, with
+ * one timer at the nearest: a worker with only idle connections sleeps until then. A closing
+ * connection shuts down its sending side and reads (discarding) for a short linger, so a client
+ * still sending a refused body reads the error instead of a reset.
  */
 #include <errno.h>
 #include <limits.h>
@@ -58,12 +27,10 @@
 #include "pier/log.h"
 #include "worker.h"
 
-#define LINGER_MS       2000
-#define LOG_FLUSH_MS    100 /* access-log lines wait at most this long for their write */
-#define ACCEPT_BATCH    64  /* connections accepted per wake-up, so one listener cannot starve */
-#define ACCEPT_PAUSE_MS 500 /* nginx waits 500 ms too */
-#define WRITE_CHUNK     (1u << 30) /* uv_buf_t lengths are unsigned int: write in 1 GiB pieces */
-#define MAX_WRITE_BUFS  8          /* 8 GiB: more than limits.max_body_bytes can produce */
+#define LINGER_MS      2000
+#define LOG_FLUSH_MS   100        /* access-log lines wait at most this long for their write */
+#define WRITE_CHUNK    (1u << 30) /* uv_buf_t lengths are unsigned int: write in 1 GiB pieces */
+#define MAX_WRITE_BUFS 8          /* 8 GiB: more than limits.max_body_bytes can produce */
 
 enum conn_state { C_OPEN, C_WRITING, C_SHUTDOWN, C_LINGER, C_CLOSING };
 
@@ -458,7 +425,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
         conn_resume(c);
 }
 
-/* ---- accepting ------------------------------------------------------------------------- */
+/* ---- opening ---------------------------------------------------------------------------- */
 
 /* Over max_connections: send the 503 and give the descriptor back at once. A lingering close
  * would hold it for up to LINGER_MS, and a flood of refused clients would then use up the
@@ -497,50 +464,13 @@ static void fill_peer(struct pier__conn *c) {
     }
 }
 
-/* A client we cannot take (no memory for it): close it, so it learns at once instead of
- * waiting in the backlog, and say so — at most once a second, with how many were shed since
- * the last line; the rest of an episode is counted in "accepting again". */
-static void accept_shed(struct pier__worker *w, int fd, int err) {
-    close(fd);
-    w->shed_unlogged++;
-    w->accept_trouble = 1;
-    uint64_t now = now_ms();
-    if (w->shed_logged_ms != 0 && now - w->shed_logged_ms < 1000)
-        return;
-    struct pier_logline l;
-    pier_log_begin(&l, PIER_LOG_WARN, "connection shed: cannot set it up");
-    pier_log_int(&l, "worker", w->id);
-    pier_log_str(&l, "error", uv_strerror(err));
-    pier_log_int(&l, "shed", w->shed_unlogged);
-    pier_log_end(&l);
-    w->shed_logged_ms = now;
-    w->shed_unlogged = 0;
-}
-
-/* A client got a connection after clients were shed or accepting paused: the episode is over.
- * Say so, with the pauses it took and the clients shed since the last "connection shed" line
- * (those are logged nowhere else). */
-static void accept_recovered(struct pier__worker *w) {
-    struct pier_logline l;
-    pier_log_begin(&l, PIER_LOG_INFO, "accepting again");
-    pier_log_int(&l, "worker", w->id);
-    pier_log_int(&l, "pauses", w->accept_pauses);
-    pier_log_int(&l, "shed", w->shed_unlogged);
-    pier_log_end(&l);
-    w->accept_trouble = 0;
-    w->accept_pauses = 0;
-    w->shed_unlogged = 0;
-}
-
-/* Make `fd` a connection, or shed it. Returns 0 when the client got a connection (served, or
- * refused with a 503 at max_connections). */
-static int accept_one(struct pier__worker *w, int fd, int is_unix) {
+/* Make the accepted `fd` a connection on worker w: 0, or a libuv error (nothing is left
+ * open but fd, which the caller closes). Past max_connections it gets its 503 and closes. */
+int pier__conn_open(struct pier__worker *w, int fd, int is_unix) {
     struct pier__server *srv = w->server;
     struct pier__conn *c = NULL;
-    if (heap_reserve(w) != 0 || (c = calloc(1, sizeof *c)) == NULL) {
-        accept_shed(w, fd, UV_ENOMEM);
-        return -1;
-    }
+    if (heap_reserve(w) != 0 || (c = calloc(1, sizeof *c)) == NULL)
+        return UV_ENOMEM;
     c->w = w;
     c->heap_index = SIZE_MAX;
     if (is_unix)
@@ -551,8 +481,7 @@ static int accept_one(struct pier__worker *w, int fd, int is_unix) {
     int rc = is_unix ? uv_pipe_open(&c->pipe, fd) : uv_tcp_open(&c->tcp, fd);
     if (rc != 0) {
         uv_close((uv_handle_t *)&c->tcp, free_handle);
-        accept_shed(w, fd, rc);
-        return -1;
+        return rc;
     }
     c->next = w->conns;
     if (w->conns)
@@ -577,195 +506,6 @@ static int accept_one(struct pier__worker *w, int fd, int is_unix) {
     conn_track(c);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     return 0;
-}
-
-static void on_acceptable(uv_poll_t *poll, int status, int events);
-
-/* Wait on the listening socket: it joins the loop's epoll set with EPOLLEXCLUSIVE, tagged with
- * the descriptor of ls->poll (see "Listening" at the top of this file). */
-static int listener_watch(struct pier__listener *ls) {
-    if (ls->watched)
-        return 0;
-    int epfd = uv_backend_fd(&ls->w->loop);
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.fd = ls->signal_fd};
-    int rc = epoll_ctl(epfd, EPOLL_CTL_ADD, ls->fd, &ev);
-    if (rc != 0 && errno == EINVAL) { /* a kernel without EPOLLEXCLUSIVE (before 4.5) */
-        ev.events = EPOLLIN;          /* then every waiting worker wakes: slower, still right */
-        rc = epoll_ctl(epfd, EPOLL_CTL_ADD, ls->fd, &ev);
-    }
-    if (rc != 0)
-        return uv_translate_sys_error(errno);
-    rc = uv_poll_start(&ls->poll, UV_READABLE, on_acceptable);
-    if (rc != 0) {
-        epoll_ctl(epfd, EPOLL_CTL_DEL, ls->fd, &ev);
-        return rc;
-    }
-    ls->watched = 1;
-    return 0;
-}
-
-/* Stop waiting on it: out of the epoll set first, so no event tagged for ls->poll comes
- * while ls->poll is stopped (libuv would then drop ls->poll's own descriptor, not this one,
- * and the listener's readiness would return at every turn of the loop). */
-static void listener_unwatch(struct pier__listener *ls) {
-    if (!ls->watched)
-        return;
-    struct epoll_event ev = {0}; /* kernels before 2.6.9 want one even for EPOLL_CTL_DEL */
-    epoll_ctl(uv_backend_fd(&ls->w->loop), EPOLL_CTL_DEL, ls->fd, &ev);
-    uv_poll_stop(&ls->poll);
-    ls->watched = 0;
-}
-
-static void accept_resume(uv_timer_t *t) {
-    struct pier__worker *w = t->data;
-    struct pier__listener *all[] = {w->listener, w->unix_listener};
-    for (int i = 0; i < 2; i++) {
-        struct pier__listener *ls = all[i];
-        if (ls == NULL || !ls->paused || ls->closing)
-            continue;
-        ls->paused = 0;
-        int rc = listener_watch(ls);
-        if (rc != 0) {
-            struct pier_logline l;
-            pier_log_begin(&l, PIER_LOG_ERROR, "cannot watch the listener again; retrying");
-            pier_log_int(&l, "worker", w->id);
-            pier_log_str(&l, "error", uv_strerror(rc));
-            pier_log_end(&l);
-            ls->paused = 1;
-            uv_timer_start(&w->accept_timer, accept_resume, ACCEPT_PAUSE_MS, 0);
-        }
-    }
-}
-
-/* Out of descriptors or kernel memory, or an error accept4 should never give: stop watching
- * this listener for ACCEPT_PAUSE_MS instead of spinning on it. The clients stay in the
- * backlog and are taken when accepting resumes (or by another worker meanwhile). One log line
- * per episode; "accepting again" ends it. */
-static void accept_pause(struct pier__listener *ls, int err) {
-    struct pier__worker *w = ls->w;
-    listener_unwatch(ls);
-    ls->paused = 1;
-    w->accept_trouble = 1;
-    if (!uv_is_active((uv_handle_t *)&w->accept_timer))
-        uv_timer_start(&w->accept_timer, accept_resume, ACCEPT_PAUSE_MS, 0);
-    if (w->accept_pauses++ > 0)
-        return;
-    struct pier_logline l;
-    pier_log_begin(&l, PIER_LOG_WARN, "cannot accept: accepting paused");
-    pier_log_int(&l, "worker", w->id);
-    pier_log_str(&l, "listener", ls->is_unix ? "unix" : "tcp");
-    pier_log_str(&l, "error", uv_strerror(err));
-    pier_log_int(&l, "pause_ms", ACCEPT_PAUSE_MS);
-    pier_log_int(&l, "connections", w->nconns);
-    pier_log_end(&l);
-}
-
-/* Errors accept4 returns for one client that is gone or never made it: Linux passes the new
- * connection's pending network errors through accept (accept(2)), and the next client in
- * the queue may be fine. Retried at once, never a pause. */
-static int accept_error_is_the_clients(int e) {
-    switch (e) {
-    case EINTR:
-    case ECONNABORTED:
-    case EPROTO:
-    case EPERM: /* a firewall rule refused this connection */
-    case ENETDOWN:
-    case ENOPROTOOPT:
-    case EHOSTDOWN:
-    case ENONET:
-    case EHOSTUNREACH:
-    case EOPNOTSUPP:
-    case ENETUNREACH:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-static void on_acceptable(uv_poll_t *poll, int status, int events) {
-    struct pier__listener *ls = poll->data;
-    struct pier__worker *w = ls->w;
-    (void)events;
-    if (status != 0) { /* libuv stopped ls->poll (an error on the socket) */
-        accept_pause(ls, status);
-        return;
-    }
-    for (int i = 0; i < ACCEPT_BATCH && !ls->paused && !ls->closing; i++) {
-        int fd = accept4(ls->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            int e = errno;
-            if (e == EAGAIN || e == EWOULDBLOCK)
-                return;
-            if (accept_error_is_the_clients(e))
-                continue;
-            accept_pause(ls, -e); /* EMFILE, ENFILE, ENOBUFS, ENOMEM, and the unexpected */
-            return;
-        }
-        if (accept_one(w, fd, ls->is_unix) == 0 && w->accept_trouble)
-            accept_recovered(w);
-    }
-}
-
-static void on_listener_closed(uv_handle_t *h) {
-    struct pier__listener *ls = h->data;
-    struct pier__worker *w = ls->w;
-    if (ls->fd >= 0)
-        close(ls->fd);
-    close(ls->signal_fd);
-    free(ls);
-    pier__worker_maybe_finish(w);
-}
-
-static void listener_close(struct pier__listener *ls) {
-    listener_unwatch(ls);
-    ls->closing = 1;
-    uv_close((uv_handle_t *)&ls->poll, on_listener_closed);
-}
-
-/* Accept from `fd`, this worker's duplicate of a listening socket (TCP, or listen.unix when
- * is_unix). Returns 0 (the worker owns fd from then on) or an error (fd is still the
- * caller's). A reload that moves the TCP listener calls it again: the new socket listens
- * before the old one closes. */
-int pier__worker_listen(struct pier__worker *w, int fd, int is_unix) {
-    struct pier__listener *ls = calloc(1, sizeof *ls);
-    if (ls == NULL)
-        return UV_ENOMEM;
-    ls->fd = fd;
-    ls->w = w;
-    ls->is_unix = is_unix;
-    ls->signal_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    int rc = ls->signal_fd < 0 ? uv_translate_sys_error(errno)
-                               : uv_poll_init(&w->loop, &ls->poll, ls->signal_fd);
-    if (rc != 0) { /* the handle never joined the loop */
-        if (ls->signal_fd >= 0)
-            close(ls->signal_fd);
-        free(ls);
-        return rc;
-    }
-    ls->poll.data = ls;
-    rc = listener_watch(ls);
-    if (rc != 0) {
-        ls->fd = -1; /* still the caller's */
-        ls->closing = 1;
-        uv_close((uv_handle_t *)&ls->poll, on_listener_closed);
-        return rc;
-    }
-    struct pier__listener **slot = is_unix ? &w->unix_listener : &w->listener;
-    if (*slot)
-        listener_close(*slot);
-    *slot = ls;
-    return 0;
-}
-
-void pier__worker_close_listener(struct pier__worker *w) {
-    if (w->listener) {
-        listener_close(w->listener);
-        w->listener = NULL;
-    }
-    if (w->unix_listener) {
-        listener_close(w->unix_listener);
-        w->unix_listener = NULL;
-    }
 }
 
 /* ---- worker housekeeping --------------------------------------------------------------- */
@@ -821,6 +561,20 @@ void pier__worker_timers_close(struct pier__worker *w, uv_close_cb done) {
     uv_close((uv_handle_t *)&w->log_timer, done);
     uv_close((uv_handle_t *)&w->log_check, done);
     uv_close((uv_handle_t *)&w->accept_timer, done);
+}
+
+static void worker_handle_closed(uv_handle_t *h) {
+    (void)h;
+}
+
+/* A draining worker with no connection and no listener left closes its handles, and its loop
+ * then ends. Here, with the connections, so that closing one never calls back into server.c. */
+void pier__worker_maybe_finish(struct pier__worker *w) {
+    if (!w->draining || w->stopping || w->nconns > 0 || w->listener || w->unix_listener)
+        return;
+    w->stopping = 1;
+    pier__worker_timers_close(w, worker_handle_closed);
+    uv_close((uv_handle_t *)&w->wake, worker_handle_closed);
 }
 
 unsigned pier__worker_close_all(struct pier__worker *w) {

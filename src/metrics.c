@@ -3,7 +3,6 @@
 #include "pier/metrics.h"
 #include "pier/parse.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -13,6 +12,8 @@
 #include "pier/build_info.h"
 #include "pier/config.h"
 #include "pier/router.h"
+
+#include "fdbudget.h"
 
 /* Upper bounds of the latency buckets, in nanoseconds (100 µs … 10 s). */
 static const uint64_t bucket_ns[PIER_HIST_BUCKETS] = {
@@ -122,16 +123,9 @@ static void process_metrics(const struct pier_app *app, pier_buf_t *o) {
     header(o, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
     pier_buf_printf(o, "process_virtual_memory_bytes %lu\n", vsize);
 
-    long fds = 0;
-    DIR *d = opendir("/proc/self/fd");
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL)
-            if (e->d_name[0] != '.')
-                fds++;
-        closedir(d);
-        fds--; /* the directory stream itself */
-    }
+    long fds = pier_fd_count();
+    if (fds < 0)
+        fds = 0;
     header(o, "process_open_fds", "gauge", "Number of open file descriptors.");
     pier_buf_printf(o, "process_open_fds %ld\n", fds);
     struct rlimit rl;

@@ -37,235 +37,14 @@
 
 #include "pier/log.h"
 #include "pier/net.h"
-#include "tsan_plant.h"
+#include "fdbudget.h"
+#include "listen.h"
 #include "worker.h"
-
-#define READ_BUFFER_BYTES (64 * 1024)
-/* Descriptors kept free beyond those open at rest: per worker, the replacement listener a
- * reload opens before the old one closes (its duplicate and its eventfd) and the one a refused
- * client holds while it gets its 503; for the process, the config file a reload reads, /proc
- * reads, a probe. */
-#define FD_SPARE_PER_WORKER 3
-#define FD_SPARE            16
 
 static int64_t wall_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* ---- listeners ------------------------------------------------------------------------- */
-
-/* Bind and listen one socket on host:port and give each of the `n` workers a duplicate of it
- * (fds[]). Without SO_REUSEPORT the port is pier's alone: another process — a second pier
- * too, whatever its workers — cannot bind it while pier listens and fails with EADDRINUSE,
- * where SO_REUSEPORT would have let it join and take a share of the connections. The workers
- * share the one accept queue and wait on it with EPOLLEXCLUSIVE (src/conn.c). On success
- * *bound_port says the port (useful when port is 0). */
-static int open_listeners(const char *host, int port, int n, int *fds, int *bound_port, char *err,
-                          size_t errsize) {
-    struct sockaddr_storage ss;
-    socklen_t sslen;
-    if (pier_net_addr(host, port, &ss, &sslen) != 0) {
-        snprintf(err, errsize, "%s is not an IP address", host);
-        return -EINVAL;
-    }
-    for (int i = 0; i < n; i++)
-        fds[i] = -1;
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        goto fail;
-    fds[0] = fd;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* past TIME_WAIT, not a share */
-    if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, 511) != 0)
-        goto fail;
-    struct sockaddr_storage got;
-    socklen_t gl = sizeof got;
-    if (getsockname(fd, (struct sockaddr *)&got, &gl) == 0)
-        port = pier_net_port(&got);
-    for (int i = 1; i < n; i++)
-        if ((fds[i] = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
-            goto fail;
-    *bound_port = port;
-    return 0;
-fail : {
-    int e = errno;
-    snprintf(err, errsize, "cannot listen on %s:%d: %s%s", host, port, strerror(e),
-             e == EADDRINUSE ? " (another process listens on this port)" : "");
-    for (int j = 0; j < n; j++)
-        if (fds[j] >= 0)
-            close(fds[j]);
-    return -e;
-}
-}
-
-/* The Unix socket (listen.unix). One listening socket, which every worker adopts a duplicate
- * of, like the TCP one. The file is made with the configured mode and
- * group before listen(), so no client ever connects through looser permissions. A socket file
- * left by a process that died (kill -9: nothing unlinked it) is stale: nothing accepts on it,
- * so it is removed and bound again; a path where something still accepts, or that is not a
- * socket, is an error and is left alone. */
-static int unix_mode_group(const struct pier_config *cfg, mode_t *mode, gid_t *gid, char *err,
-                           size_t errsize) {
-    *mode = (mode_t)strtol(cfg->listen_unix_mode, NULL, 8);
-    *gid = (gid_t)-1;
-    const char *g = cfg->listen_unix_group;
-    if (g[0] == '\0')
-        return 0;
-    char *end;
-    long n = strtol(g, &end, 10);
-    if (*end == '\0' && n >= 0) {
-        *gid = (gid_t)n;
-        return 0;
-    }
-    struct group *gr = getgrnam(g);
-    if (gr == NULL) {
-        snprintf(err, errsize, "listen.unix_group: no group \"%s\" on this system", g);
-        return -EINVAL;
-    }
-    *gid = gr->gr_gid;
-    return 0;
-}
-
-/* The socket file's mode and group. Both are set through a descriptor opened on the path
- * without following links and checked to be the very file pier bound (device and inode taken
- * right after bind), so a file put in its place by someone else is never changed. */
-struct unix_perms {
-    mode_t mode;
-    gid_t gid;
-};
-
-/* chmod through the descriptor: fchmod() on the listening socket would change the socket
- * object, not the file, and fchmodat(AT_EMPTY_PATH) needs Linux 6.6; /proc/self/fd/N names
- * exactly the file the O_PATH descriptor holds. */
-static int chmod_fd(int fd, mode_t mode) {
-    char p[40];
-    snprintf(p, sizeof p, "/proc/self/fd/%d", fd);
-    return chmod(p, mode);
-}
-
-/* Give pier's socket file at `path` (dev, ino) mode `mode` and group `gid` ((gid_t)-1: keep
- * it): both or neither. The group goes first, as it is what fails (pier not a member of it);
- * when the mode then fails, the group is put back. *was, when not NULL, gets what the file
- * had. `group` names the group in the message (NULL: its number). */
-static int unix_set_perms(const char *path, dev_t dev, ino_t ino, mode_t mode, gid_t gid,
-                          const char *group, struct unix_perms *was, char *err, size_t errsize) {
-    struct stat st;
-    int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        snprintf(err, errsize, "cannot open unix:%s to set its mode and group: %s", path,
-                 strerror(e));
-        return -e;
-    }
-    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) || st.st_dev != dev || st.st_ino != ino) {
-        snprintf(err, errsize,
-                 "unix:%s is no longer the socket pier made (replaced or removed): its mode and "
-                 "group are left alone",
-                 path);
-        close(fd);
-        return -ESTALE;
-    }
-    if (was) {
-        was->mode = st.st_mode & 07777;
-        was->gid = st.st_gid;
-    }
-    int rc = 0;
-    int regroup = gid != (gid_t)-1 && gid != st.st_gid;
-    if (regroup && fchownat(fd, "", (uid_t)-1, gid, AT_EMPTY_PATH) != 0) {
-        rc = -errno;
-        char num[24];
-        snprintf(num, sizeof num, "%u", (unsigned)gid);
-        snprintf(err, errsize, "cannot give %s to group %s: %s (pier must be a member of it)", path,
-                 group ? group : num, strerror(-rc));
-    } else if ((st.st_mode & 07777) != mode && chmod_fd(fd, mode) != 0) {
-        rc = -errno;
-        snprintf(err, errsize, "cannot set mode %04o on %s: %s", (unsigned)mode, path,
-                 strerror(-rc));
-        if (regroup && fchownat(fd, "", (uid_t)-1, st.st_gid, AT_EMPTY_PATH) != 0) {
-            /* cannot happen: the group was ours to give a moment ago */
-        }
-    }
-    close(fd);
-    return rc;
-}
-
-static int open_unix_listener(const struct pier_config *cfg, int *out, dev_t *dev, ino_t *ino,
-                              char *err, size_t errsize) {
-    const char *path = cfg->listen_unix;
-    mode_t mode;
-    gid_t gid;
-    int rc = unix_mode_group(cfg, &mode, &gid, err, errsize);
-    if (rc != 0)
-        return rc;
-    struct sockaddr_un sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sun_family = AF_UNIX;
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        goto fail;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        struct stat st;
-        if (errno != EADDRINUSE || lstat(path, &st) != 0)
-            goto fail;
-        if (!S_ISSOCK(st.st_mode)) {
-            snprintf(err, errsize, "cannot listen on unix:%s: it exists and is not a socket", path);
-            close(fd);
-            return -EEXIST;
-        }
-        /* Is anyone there? Non-blocking: an owner alive but with a full queue answers EAGAIN
-         * at once, where a blocking connect would wait for it forever. */
-        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        int why = 0;
-        if (probe < 0 || connect(probe, (struct sockaddr *)&sa, sizeof sa) != 0)
-            why = errno;
-        if (probe >= 0)
-            close(probe);
-        int live = why == 0 || why == EAGAIN || why == EINPROGRESS;
-        if (live || why != ECONNREFUSED) {
-            snprintf(err, errsize, "cannot listen on unix:%s: %s", path,
-                     why == 0 ? "another process accepts connections on it"
-                     : live   ? "another process listens on it (its connection queue is full)"
-                              : strerror(why));
-            close(fd);
-            return live ? -EADDRINUSE : -why;
-        }
-        if (unlink(path) != 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
-            goto fail;
-        struct pier_logline l;
-        pier_log_begin(&l, PIER_LOG_WARN, "removed a stale socket file: no process accepted on it");
-        pier_log_str(&l, "path", path);
-        pier_log_end(&l);
-    }
-    /* the file bound a moment ago: what is chmod-ed, chgrp-ed and finally unlinked is this one */
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        goto fail;
-    *dev = st.st_dev;
-    *ino = st.st_ino;
-    rc = unix_set_perms(path, *dev, *ino, mode, gid, cfg->listen_unix_group, NULL, err, errsize);
-    if (rc != 0) {
-        unlink(path);
-        close(fd);
-        return rc;
-    }
-    if (listen(fd, 511) != 0) {
-        int e = errno;
-        unlink(path);
-        errno = e;
-        goto fail;
-    }
-    *out = fd;
-    return 0;
-fail : {
-    int e = errno;
-    snprintf(err, errsize, "cannot listen on unix:%s: %s", path, strerror(e));
-    if (fd >= 0)
-        close(fd);
-    return -e;
-}
 }
 
 /* Remove the socket file when it is still the one this process made (not a successor's). */
@@ -278,185 +57,6 @@ static void unix_unlink(struct pier__server *srv) {
         unlink(srv->unix_path);
     close(srv->unix_fd);
     srv->unix_fd = -1;
-}
-
-/* ---- descriptor budget ----------------------------------------------------------------- */
-
-/* Descriptors open now, counted in /proc/self/fd (-1 if it cannot be read). */
-static int count_open_fds(void) {
-    DIR *d = opendir("/proc/self/fd");
-    if (d == NULL)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1; /* opendir's own */
-}
-
-/* Raise the soft descriptor limit to the hard one; return it (INT32_MAX for unlimited). */
-static int64_t raise_fd_limit(void) {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return INT32_MAX;
-    if (rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-        getrlimit(RLIMIT_NOFILE, &rl);
-    }
-    return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > INT32_MAX ? INT32_MAX
-                                                                   : (int64_t)rl.rlim_cur;
-}
-
-/* Bound max_connections by what RLIMIT_NOFILE leaves once the descriptors open at rest (every
- * worker's loop, listener, the logs: srv->fds_at_rest, measured once the workers are up) and
- * the spares are set aside; a connection is one descriptor. Called at start and on each
- * reload (the limit may have been changed from outside with prlimit). Logged at start, and
- * on reload when the result changes. */
-static void apply_fd_budget(struct pier__server *srv, const struct pier_config *cfg, int start) {
-    int64_t nofile = raise_fd_limit();
-    int64_t reserved = (int64_t)srv->fds_at_rest + FD_SPARE + FD_SPARE_PER_WORKER * srv->nworkers;
-    int64_t room = nofile - reserved;
-    if (room < 1)
-        room = 1;
-    int64_t max = cfg->max_connections < room ? cfg->max_connections : room;
-    int before = atomic_exchange(&srv->max_connections, (int)max);
-    if (!start && before == (int)max)
-        return;
-    struct pier_logline l;
-    if (max < cfg->max_connections)
-        pier_log_begin(&l, PIER_LOG_WARN,
-                       "limits.max_connections exceeds the descriptor limit; lowered");
-    else
-        pier_log_begin(&l, PIER_LOG_INFO, "descriptor budget");
-    pier_log_int(&l, "configured", cfg->max_connections);
-    pier_log_int(&l, "effective", max);
-    pier_log_int(&l, "rlimit_nofile", nofile);
-    pier_log_int(&l, "fds_at_rest", srv->fds_at_rest);
-    pier_log_int(&l, "reserved", reserved);
-    pier_log_int(&l, "workers", srv->nworkers);
-    pier_log_end(&l);
-}
-
-/* ---- workers --------------------------------------------------------------------------- */
-
-static void worker_handle_closed(uv_handle_t *h) {
-    (void)h;
-}
-
-void pier__worker_maybe_finish(struct pier__worker *w) {
-    if (!w->draining || w->stopping || w->nconns > 0 || w->listener || w->unix_listener)
-        return;
-    w->stopping = 1;
-    pier__worker_timers_close(w, worker_handle_closed);
-    uv_close((uv_handle_t *)&w->wake, worker_handle_closed);
-}
-
-/* Take the current config. The worker says which config it is about to use (cfg_in_use)
- * before it trusts it: if srv->cfg still names it afterwards, the control thread — which
- * publishes a new config before it looks at cfg_in_use — sees it and will not free it. */
-static const struct pier_config *worker_take_config(struct pier__worker *w) {
-    const struct pier_config *cfg = atomic_load(&w->server->cfg);
-    for (;;) {
-        atomic_store(&w->cfg_in_use, cfg);
-        const struct pier_config *again = atomic_load(&w->server->cfg);
-        if (again == cfg)
-            return cfg;
-        cfg = again;
-    }
-}
-
-static void worker_on_wake(uv_async_t *handle) {
-    struct pier__worker *w = handle->data;
-    struct pier__server *srv = w->server;
-    PIER__TSAN_PLANTED_RACE(); /* nothing unless -DPIER_TSAN_PLANT_RACE=ON (tsan_plant.h) */
-    if (atomic_load(&srv->flush_now)) {
-        pier_env_flush_log(&w->env);
-        atomic_store(&w->flushed, 1);
-    }
-    if (w->stopping)
-        return;
-    if (atomic_load(&srv->cfg) != w->cfg) {
-        const struct pier_config *cfg = worker_take_config(w);
-        w->cfg = cfg;
-        w->env.cfg = cfg;
-        pier__worker_config_changed(w);
-    }
-    int fd = atomic_exchange(&w->new_listen_fd, -1);
-    if (fd >= 0) {
-        if (w->draining) {
-            close(fd);
-        } else {
-            int rc = pier__worker_listen(w, fd, 0);
-            if (rc != 0) {
-                close(fd);
-                struct pier_logline l;
-                pier_log_begin(&l, PIER_LOG_ERROR, "cannot adopt the new listener");
-                pier_log_int(&l, "worker", w->id);
-                pier_log_str(&l, "error", uv_strerror(rc));
-                pier_log_end(&l);
-            }
-        }
-    }
-    if (!w->draining && atomic_load(&srv->app.lifecycle) == PIER_DRAINING) {
-        w->draining = 1;
-        pier__worker_close_listener(w);
-    }
-    if (!w->forced && atomic_load(&srv->force_close)) {
-        w->forced = 1;
-        unsigned cut = pier__worker_close_all(w);
-        struct pier_logline l;
-        pier_log_begin(&l, PIER_LOG_WARN, "drain time ran out; connections cut");
-        pier_log_int(&l, "worker", w->id);
-        pier_log_int(&l, "connections", cut);
-        pier_log_end(&l);
-    }
-    pier__worker_maybe_finish(w);
-}
-
-static void worker_main(void *arg) {
-    struct pier__worker *w = arg;
-    uv_run(&w->loop, UV_RUN_DEFAULT);
-    pier_env_flush_log(&w->env);
-    atomic_store(&w->finished, 1);
-    uv_async_send(&w->server->worker_done);
-}
-
-static int worker_init(struct pier__server *srv, struct pier__worker *w, int id, int fd) {
-    memset(w, 0, sizeof *w);
-    w->id = id;
-    w->server = srv;
-    w->cfg = atomic_load(&srv->cfg);
-    atomic_init(&w->cfg_in_use, w->cfg);
-    atomic_init(&w->new_listen_fd, -1);
-    w->readbuf_size = READ_BUFFER_BYTES;
-    w->readbuf = malloc(w->readbuf_size);
-    if (w->readbuf == NULL)
-        return UV_ENOMEM;
-    int rc = uv_loop_init(&w->loop);
-    if (rc != 0)
-        return rc;
-    pier_env_init(&w->env, w->cfg, &srv->app, &w->metrics);
-    srv->app.worker_metrics[id] = &w->metrics;
-    uv_async_init(&w->loop, &w->wake, worker_on_wake);
-    w->wake.data = w;
-    pier__worker_timers_init(w);
-    return pier__worker_listen(w, fd, 0);
-}
-
-static void worker_destroy(struct pier__worker *w) {
-    uv_loop_close(&w->loop);
-    pier_env_destroy(&w->env);
-    free(w->readbuf);
-    free(w->heap);
-}
-
-static void wake_workers(struct pier__server *srv) {
-    for (int i = 0; i < srv->nworkers; i++)
-        if (!atomic_load(&srv->workers[i].finished))
-            uv_async_send(&srv->workers[i].wake);
 }
 
 /* ---- control loop ---------------------------------------------------------------------- */
@@ -487,7 +87,7 @@ static void on_worker_done(uv_async_t *h) {
 static void on_drain_timeout(uv_timer_t *t) {
     struct pier__server *srv = t->data;
     atomic_store(&srv->force_close, 1);
-    wake_workers(srv);
+    pier__wake_workers(srv);
 }
 
 static void begin_drain(struct pier__server *srv) {
@@ -500,7 +100,7 @@ static void begin_drain(struct pier__server *srv) {
     pier_log_end(&l);
     uv_timer_start(&srv->drain_timer, on_drain_timeout, (uint64_t)cfg->drain_ms, 0);
     unix_unlink(srv);
-    wake_workers(srv);
+    pier__wake_workers(srv);
 }
 
 static void on_grace_over(uv_timer_t *t) {
@@ -511,7 +111,7 @@ static void on_grace_over(uv_timer_t *t) {
  * be appending to its batch right now), so ask every worker to flush and wait a moment. */
 static void flush_workers(struct pier__server *srv) {
     atomic_store(&srv->flush_now, 1);
-    wake_workers(srv);
+    pier__wake_workers(srv);
     for (int tries = 0; tries < 40; tries++) { /* 200 ms at most */
         int waiting = 0;
         for (int i = 0; i < srv->nworkers; i++)
@@ -577,14 +177,14 @@ struct reload_ctx {
     int fds[256]; /* PIER_APPLY_LISTEN: the new listeners, one per worker */
     int nfds;
     int port;
-    struct unix_perms unix_was; /* PIER_APPLY_UNIX_PERMS: what the socket file had */
+    struct pier__unix_perms unix_was; /* PIER_APPLY_UNIX_PERMS: what the socket file had */
     int unix_set;
 };
 
 static int prepare_listen(struct reload_ctx *r, pier_buf_t *errors) {
     char err[256];
-    if (open_listeners(r->cfg->listen_host, (int)r->cfg->listen_port, r->srv->nworkers, r->fds,
-                       &r->port, err, sizeof err) != 0) {
+    if (pier__listen_tcp(r->cfg->listen_host, (int)r->cfg->listen_port, r->srv->nworkers, r->fds,
+                         &r->port, err, sizeof err) != 0) {
         pier_buf_printf(errors, "%s\n", err);
         return -1;
     }
@@ -610,7 +210,7 @@ static void commit_listen(struct reload_ctx *r) {
 }
 
 /* listen.unix_mode/_group: chmod/chgrp the running socket; an error keeps the old config,
- * and leaves the file as it was (unix_set_perms changes both or neither). */
+ * and leaves the file as it was (pier__unix_set_perms changes both or neither). */
 static int prepare_unix_perms(struct reload_ctx *r, pier_buf_t *errors) {
     struct pier__server *srv = r->srv;
     char err[512];
@@ -618,9 +218,9 @@ static int prepare_unix_perms(struct reload_ctx *r, pier_buf_t *errors) {
     gid_t gid;
     if (srv->unix_fd < 0)
         return 0;
-    if (unix_mode_group(r->cfg, &mode, &gid, err, sizeof err) != 0 ||
-        unix_set_perms(srv->unix_path, srv->unix_dev, srv->unix_ino, mode, gid,
-                       r->cfg->listen_unix_group, &r->unix_was, err, sizeof err) != 0) {
+    if (pier__unix_mode_group(r->cfg, &mode, &gid, err, sizeof err) != 0 ||
+        pier__unix_set_perms(srv->unix_path, srv->unix_dev, srv->unix_ino, mode, gid,
+                             r->cfg->listen_unix_group, &r->unix_was, err, sizeof err) != 0) {
         pier_buf_printf(errors, "%s\n", err);
         return -1;
     }
@@ -634,8 +234,8 @@ static void abort_unix_perms(struct reload_ctx *r) {
     char err[512];
     if (!r->unix_set)
         return;
-    if (unix_set_perms(srv->unix_path, srv->unix_dev, srv->unix_ino, r->unix_was.mode,
-                       r->unix_was.gid, NULL, NULL, err, sizeof err) != 0) {
+    if (pier__unix_set_perms(srv->unix_path, srv->unix_dev, srv->unix_ino, r->unix_was.mode,
+                             r->unix_was.gid, NULL, NULL, err, sizeof err) != 0) {
         struct pier_logline l;
         pier_log_begin(&l, PIER_LOG_ERROR, "cannot restore the socket's mode and group");
         pier_log_str(&l, "error", err);
@@ -648,7 +248,7 @@ static void commit_log(struct reload_ctx *r) {
 }
 
 static void commit_limits(struct reload_ctx *r) {
-    apply_fd_budget(r->srv, r->cfg, 0);
+    pier__fd_budget_apply(r->srv, r->cfg, 0);
 }
 
 static const struct {
@@ -747,7 +347,7 @@ static void reload(struct pier__server *srv) {
     for (int h = 0; h < PIER_APPLY_COUNT; h++)
         if (hooks[h] && apply_hooks[h].commit)
             apply_hooks[h].commit(&r);
-    wake_workers(srv);
+    pier__wake_workers(srv);
     free_unused_configs(srv); /* r.old may be gone from here on */
     pier_counter_add(&srv->app.reloads_success, 1);
     atomic_store(&srv->app.last_reload_success_unix_ms, wall_ms());
@@ -844,10 +444,10 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
     srv.workers = calloc((size_t)srv.nworkers, sizeof *srv.workers);
     srv.unix_fd = -1;
     pier_log_configure((int)cfg->log_level, (int)cfg->log_format);
-    raise_fd_limit();
+    pier_fd_raise_limit();
 
-    if (open_listeners(cfg->listen_host, (int)cfg->listen_port, srv.nworkers, fds, &port, err,
-                       sizeof err) != 0) {
+    if (pier__listen_tcp(cfg->listen_host, (int)cfg->listen_port, srv.nworkers, fds, &port, err,
+                         sizeof err) != 0) {
         struct pier_logline l;
         pier_log_begin(&l, PIER_LOG_ERROR, "cannot start");
         pier_log_str(&l, "error", err);
@@ -857,7 +457,7 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
     }
 
     if (cfg->listen_unix[0] &&
-        open_unix_listener(cfg, &srv.unix_fd, &srv.unix_dev, &srv.unix_ino, err, sizeof err) != 0) {
+        pier__listen_unix(cfg, &srv.unix_fd, &srv.unix_dev, &srv.unix_ino, err, sizeof err) != 0) {
         struct pier_logline l;
         pier_log_begin(&l, PIER_LOG_ERROR, "cannot start");
         pier_log_str(&l, "error", err);
@@ -889,7 +489,7 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
     release_signals(); /* handled from here on; the workers inherit the mask */
 
     for (int i = 0; i < srv.nworkers; i++) {
-        int wrc = worker_init(&srv, &srv.workers[i], i, fds[i]);
+        int wrc = pier__worker_init(&srv, &srv.workers[i], i, fds[i]);
         if (wrc == 0 && srv.unix_fd >= 0) {
             int dup_fd = fcntl(srv.unix_fd, F_DUPFD_CLOEXEC, 0);
             wrc = dup_fd < 0 ? uv_translate_sys_error(errno)
@@ -902,13 +502,14 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
     }
     /* Every worker's loop and listener is open and no client is connected yet: what is open
      * now is what the process holds at rest. */
-    srv.fds_at_rest = count_open_fds();
+    srv.fds_at_rest = pier_fd_count();
     if (srv.fds_at_rest < 0)
         srv.fds_at_rest = 16 + 6 * srv.nworkers; /* no /proc: libuv's usual share per loop */
-    apply_fd_budget(&srv, cfg, 1);
+    pier__fd_budget_apply(&srv, cfg, 1);
     uv_thread_options_t opts = {.flags = UV_THREAD_HAS_STACK_SIZE, .stack_size = 256 * 1024};
     for (int i = 0; i < srv.nworkers; i++) {
-        if (uv_thread_create_ex(&srv.workers[i].thread, &opts, worker_main, &srv.workers[i]) != 0) {
+        if (uv_thread_create_ex(&srv.workers[i].thread, &opts, pier__worker_main,
+                                &srv.workers[i]) != 0) {
             fprintf(stderr, "pier: cannot start worker thread %d\n", i);
             _exit(1);
         }
@@ -931,7 +532,7 @@ int pier_server_run(struct pier_config *cfg, const char *config_path, const char
 
     for (int i = 0; i < srv.nworkers; i++) {
         uv_thread_join(&srv.workers[i].thread);
-        worker_destroy(&srv.workers[i]);
+        pier__worker_destroy(&srv.workers[i]);
     }
     uv_loop_close(srv.loop);
     unix_unlink(&srv);

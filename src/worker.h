@@ -126,14 +126,21 @@ struct pier__server {
     int exit_code;
 };
 
-/* conn.c: the worker loop's side. */
+/* worker.c: a worker's life, driven by the control thread (server.c). */
+int pier__worker_init(struct pier__server *srv, struct pier__worker *w, int id, int fd);
+void pier__worker_main(void *arg); /* the thread: runs the loop until the worker is done */
+void pier__worker_destroy(struct pier__worker *w);
+void pier__wake_workers(struct pier__server *srv);
+
+/* conn.c and accept.c: the worker loop's side. */
+int pier__conn_open(struct pier__worker *w, int fd, int is_unix);
 void pier__worker_timers_init(struct pier__worker *w);
 void pier__worker_timers_close(struct pier__worker *w, uv_close_cb done);
 int pier__worker_listen(struct pier__worker *w, int fd, int is_unix);
 void pier__worker_close_listener(struct pier__worker *w);
 void pier__worker_config_changed(struct pier__worker *w);
 unsigned pier__worker_close_all(struct pier__worker *w);
-/* server.c: called by conn.c when a worker may have nothing left to do. */
+/* A worker may have nothing left to do: if draining and empty, close its handles. */
 void pier__worker_maybe_finish(struct pier__worker *w);
 
 #endif
