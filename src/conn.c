@@ -252,15 +252,20 @@ static void conn_close(struct pier__conn *c) {
     uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
+/* A write or the shutdown of c has completed: 1 when c is closing (now, if it failed). */
+static int conn_gone(struct pier__conn *c, int status) {
+    if (c->state == C_CLOSING)
+        return 1;
+    if (status != 0)
+        conn_close(c);
+    return status != 0;
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status) {
     struct pier__conn *c = req->data;
     free(req);
-    if (c->state == C_CLOSING)
+    if (conn_gone(c, status))
         return;
-    if (status != 0) {
-        conn_close(c);
-        return;
-    }
     c->state = C_LINGER;
     conn_deadline(c, T_LINGER, now_ms());
 }
@@ -305,12 +310,8 @@ static void on_written(uv_write_t *req, int status) {
     struct pier_write *wr = (struct pier_write *)req;
     struct pier__conn *c = wr->conn;
     free(wr);
-    if (c->state == C_CLOSING)
+    if (conn_gone(c, status))
         return;
-    if (status != 0) {
-        conn_close(c);
-        return;
-    }
     c->state = C_OPEN;
     if (c->close_after_write) {
         conn_finish(c);

@@ -191,6 +191,19 @@ static int head_done(struct pier_parser *ps, struct pier_head *h, const char *ba
     return 0;
 }
 
+/* take the byte and go to `state` (a block, so that its continue is the parsing loop's) */
+#define NEXT(state)                                                                                \
+    {                                                                                              \
+        p++;                                                                                       \
+        st = (state);                                                                              \
+        continue;                                                                                  \
+    }
+
+/* past the bytes of class `bit` */
+#define SKIP(bit)                                                                                  \
+    while (p < end && (cls[(unsigned char)*p] & (bit)))                                            \
+    p++
+
 #define FAIL(code, text)                                                                           \
     do {                                                                                           \
         out->status = (code);                                                                      \
@@ -207,28 +220,17 @@ int pier_parse(struct pier_parser *ps, struct pier_head *h, const char *base, co
         case S_START:
             if (p == end)
                 goto more;
-            if (*p == '\r') {
-                p++;
-                st = S_START_LF;
-                continue;
-            }
+            if (*p == '\r')
+                NEXT(S_START_LF);
             ps->flags = 0;
             ps->count = 0;
             ps->left = 0;
             ps->state = S_METHOD;
             out->stop = p;
             return PIER_PARSE_BEGIN;
-        case S_START_LF:
-            if (p == end)
-                goto more;
-            if (*p++ != '\n')
-                FAIL(400, "malformed request: bare CR");
-            st = S_START;
-            continue;
         case S_METHOD:
             /* from base: the method is all that was read of this request */
-            while (p < end && (cls[(unsigned char)*p] & C_TCHAR))
-                p++;
+            SKIP(C_TCHAR);
             if (p == end)
                 goto more_head;
             if (*p != ' ')
@@ -245,8 +247,7 @@ int pier_parse(struct pier_parser *ps, struct pier_head *h, const char *base, co
             st = S_TARGET;
             continue;
         case S_TARGET:
-            while (p < end && (cls[(unsigned char)*p] & C_TARGET))
-                p++;
+            SKIP(C_TARGET);
             if (p == end)
                 goto more_head;
             if (*p == '?') { /* the first one starts the query; later ones are part of it */
@@ -286,14 +287,6 @@ int pier_parse(struct pier_parser *ps, struct pier_head *h, const char *base, co
                 goto head_too_large;
             st = S_LINE_LF;
             continue;
-        case S_LINE_LF:
-            if (p == end)
-                goto more_head;
-            if (*p++ != '\n')
-                FAIL(400, "malformed request: bare CR");
-            ps->flags |= PIER_P_FIELDS;
-            st = S_FIELD;
-            continue;
         case S_FIELD:
         case S_TRAILER: /* the same line rules; trailers are checked and counted, not kept */
             if (p == end) {
@@ -301,11 +294,8 @@ int pier_parse(struct pier_parser *ps, struct pier_head *h, const char *base, co
                     goto more;
                 goto more_head;
             }
-            if (*p == '\r') {
-                p++;
-                st = st == S_FIELD ? S_END_LF : S_TEND_LF;
-                continue;
-            }
+            if (*p == '\r')
+                NEXT(st == S_FIELD ? S_END_LF : S_TEND_LF);
             if (!(cls[(unsigned char)*p] & C_TCHAR))
                 FAIL(400,
                      *p == ' ' || *p == '\t'
@@ -322,8 +312,7 @@ int pier_parse(struct pier_parser *ps, struct pier_head *h, const char *base, co
             st = S_NAME;
             continue;
         case S_NAME:
-            while (p < end && (cls[(unsigned char)*p] & C_TCHAR))
-                p++;
+            SKIP(C_TCHAR);
             if (p == end)
                 goto more_head;
             if (*p != ':')
@@ -342,8 +331,7 @@ int pier_parse(struct pier_parser *ps, struct pier_head *h, const char *base, co
             st = S_VALUE;
             continue;
         case S_VALUE: {
-            while (p < end && (cls[(unsigned char)*p] & C_VALUE))
-                p++;
+            SKIP(C_VALUE);
             if (p == end)
                 goto more_head;
             if (*p != '\r')
@@ -369,15 +357,19 @@ int pier_parse(struct pier_parser *ps, struct pier_head *h, const char *base, co
                 }
             }
             h->nfields++;
-            p++;
-            st = S_LINE_LF;
-            continue;
+            NEXT(S_LINE_LF);
         }
-        case S_END_LF:
+        case S_LINE_LF: /* the end of the request line or of a field line */
+        case S_END_LF:  /* the end of the head */
             if (p == end)
                 goto more_head;
             if (*p++ != '\n')
                 FAIL(400, "malformed request: bare CR");
+            if (st == S_LINE_LF) {
+                ps->flags |= PIER_P_FIELDS;
+                st = S_FIELD;
+                continue;
+            }
             if ((uint64_t)(p - base) > max_head)
                 goto head_too_large;
             if ((out->status = head_done(ps, h, base, out)) != 0)
@@ -421,32 +413,12 @@ int pier_parse(struct pier_parser *ps, struct pier_head *h, const char *base, co
                 st = S_SIZE;
                 continue;
             }
-            if (st == S_SIZE && *p == ';') {
-                p++;
-                st = S_EXT;
-                continue;
-            }
-            if (st == S_SIZE && *p == '\r') {
-                p++;
-                st = S_SIZE_LF;
-                continue;
-            }
+            if (st == S_SIZE && *p == ';')
+                NEXT(S_EXT);
+            if (st == S_SIZE && *p == '\r')
+                NEXT(S_SIZE_LF);
             FAIL(400, "malformed request: invalid chunk size");
-        case S_EXT:
-            mark = p;
-            while (p < end && (cls[(unsigned char)*p] & C_VALUE))
-                p++;
-            ps->count += (uint32_t)(p - mark);
-            if (ps->count > max_head)
-                FAIL(400, "malformed request: chunk extensions exceed limits.max_header_bytes");
-            if (p == end)
-                goto more;
-            if (*p != '\r')
-                FAIL(400, *p == '\n' ? "malformed request: bare LF"
-                                     : "malformed request: control character");
-            p++;
-            st = S_SIZE_LF;
-            continue;
+        case S_START_LF:
         case S_SIZE_LF:
         case S_DATA_LF:
         case S_TLINE_LF:
@@ -455,7 +427,9 @@ int pier_parse(struct pier_parser *ps, struct pier_head *h, const char *base, co
                 goto more;
             if (*p++ != '\n')
                 FAIL(400, "malformed request: bare CR");
-            if (st == S_SIZE_LF)
+            if (st == S_START_LF)
+                st = S_START;
+            else if (st == S_SIZE_LF)
                 st = ps->left ? S_DATA : S_TRAILER;
             else if (st == S_DATA_LF)
                 st = S_SIZE0;
@@ -474,28 +448,24 @@ int pier_parse(struct pier_parser *ps, struct pier_head *h, const char *base, co
                 FAIL(400, "malformed request: chunk data not followed by CRLF");
             st = S_DATA_LF;
             continue;
+        case S_EXT: /* chunk extensions and trailers are checked and counted, not kept */
         case S_TNAME:
         case S_TVALUE: {
-            /* trailers are checked and counted, not kept */
-            unsigned want = st == S_TNAME ? C_TCHAR : C_VALUE;
             mark = p;
-            while (p < end && (cls[(unsigned char)*p] & want))
-                p++;
+            SKIP(st == S_TNAME ? C_TCHAR : C_VALUE);
             ps->count += (uint32_t)(p - mark);
+            if (ps->count > max_head && st == S_EXT)
+                FAIL(400, "malformed request: chunk extensions exceed limits.max_header_bytes");
             if (ps->count > max_head)
                 FAIL(431, "trailer fields exceed limits.max_header_bytes");
             if (p == end)
                 goto more;
-            if (st == S_TNAME && *p == ':') {
-                p++;
-                st = S_TVALUE;
-                continue;
-            }
-            if (st == S_TVALUE && *p == '\r') {
-                p++;
-                st = S_TLINE_LF;
-                continue;
-            }
+            if (st == S_EXT && *p == '\r')
+                NEXT(S_SIZE_LF);
+            if (st == S_TNAME && *p == ':')
+                NEXT(S_TVALUE);
+            if (st == S_TVALUE && *p == '\r')
+                NEXT(S_TLINE_LF);
             FAIL(400, *p == '\n'      ? "malformed request: bare LF"
                       : st == S_TNAME ? "malformed request: invalid character in a header name"
                                       : "malformed request: control character");
