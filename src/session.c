@@ -122,7 +122,7 @@ static int keep_head(struct pier_reqstate *rq) {
     MOVE(req->request_id);
     for (size_t i = 0; i < req->nparams; i++)
         MOVE(req->params[i].value);
-    for (uint32_t i = 0; i < rq->h.nfields; i++) {
+    for (size_t i = 0; i < req->nheaders; i++) { /* the views built so far (none before on_head) */
         MOVE(rq->views[i].name);
         MOVE(rq->views[i].value);
     }
