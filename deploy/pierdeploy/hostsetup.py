@@ -15,7 +15,8 @@ Steps (STEPS below, in order; `setup --only a,b` runs some of them):
   nginx     /etc/nginx/pier from config/nginx (nginx -t before use; the old config put back
             when it is refused), the certificate (certbot --webroot) when there is none
   prometheus  config/prometheus -> /etc/prometheus (promtool before use), Alertmanager from
-            /etc/pier/bootstrap.env (amtool)
+            /etc/pier/bootstrap.env (amtool); the exporters' configs (blackbox.yml, nginx.mtail:
+            each checked by its program) and the public probe targets from PIER_DOMAIN
 A prod deploy applies the nginx and prometheus steps again, from the files the release
 ships in its image (/usr/share/pier/release/), extracted into a root-owned directory;
 a staging deploy only checks them (apply_release).
@@ -264,6 +265,13 @@ HOST_FILES = [
     ("certbot-reload-nginx", "/etc/letsencrypt/renewal-hooks/deploy/50-pier-reload-nginx", 0o755, None, None),
     ("prometheus.default", "/etc/default/prometheus", 0o644, None, "prometheus"),
     ("alertmanager.default", "/etc/default/prometheus-alertmanager", 0o644, None, "prometheus-alertmanager"),
+    # The exporters of the public/nginx/host alerts (docs/monitoring.md): systemd drop-ins
+    # that keep them on 127.0.0.1; their configs come with the prometheus step.
+    ("node-exporter.service.conf", "/etc/systemd/system/prometheus-node-exporter.service.d/pier.conf",
+     0o644, None, "prometheus-node-exporter"),
+    ("blackbox-exporter.service.conf", "/etc/systemd/system/prometheus-blackbox-exporter.service.d/pier.conf",
+     0o644, None, "prometheus-blackbox-exporter"),
+    ("mtail.service.conf", "/etc/systemd/system/mtail.service.d/pier.conf", 0o644, None, "mtail"),
 ]
 
 
@@ -283,13 +291,19 @@ def step_files(cfg, checkout, deploy_file):
                 rc = 1
             if unit and unit not in restart:
                 restart.append(unit)
+    if any(dst.startswith("/etc/systemd/") for _, dst, _, _, unit in HOST_FILES if unit in restart):
+        run(["systemctl", "daemon-reload"])
     if not os.path.exists("/etc/nginx/ffdhe2048.pem"):
         # RFC 7919's group, not generated: genpkey only writes the named parameters.
         run(["openssl", "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt", "group:ffdhe2048",
              "-out", "/etc/nginx/ffdhe2048.pem"])
     for unit in restart:
+        run(["systemctl", "enable", unit])  # mtail's package leaves it disabled
         if run(["systemctl", "restart", unit]).returncode == 0:
             say(f"files: {unit} restarted")
+        else:
+            say(f"files: {unit} does not start: systemctl status {unit}")
+            rc = 1
     return rc
 
 
@@ -528,8 +542,71 @@ def apply_alertmanager(cfg):
     return 0
 
 
+# ------------------------------------------------------------------ exporters
+# A release's exporter configs (config/prometheus/blackbox.yml, nginx.mtail): checked by the
+# program that reads them, installed, the service reloaded only when one changed. And the
+# probe targets, which name the domain: prometheus.yml reads them through file_sd (Prometheus
+# notices a changed file by itself).
+EXPORTERS = [
+    # (release file, installed as, check command (the file's directory or path appended), unit)
+    ("blackbox.yml", "/etc/prometheus/pier-blackbox.yml",
+     ["prometheus-blackbox-exporter", "--config.check", "--config.file"], "prometheus-blackbox-exporter"),
+    ("nginx.mtail", "/etc/mtail/pier-nginx.mtail",
+     ["mtail", "--compile_only", "--address", "127.0.0.1", "--port", "0", "--progs"], "mtail"),
+]
+EXPORTER_PACKAGES = ["prometheus-node-exporter", "prometheus-blackbox-exporter", "mtail"]
+
+
+def public_targets(cfg, domain):
+    """The file_sd files of the jobs public (the health URL of each environment, label env)
+    and public-tls/public-cert (DOMAIN:443)."""
+    health = "".join(f"- targets: ['https://{domain}{cfg.env(e)['prefix']}/health']\n  labels: {{env: {e}}}\n"
+                     for e in sorted(cfg.envs))
+    head = "# Written by pier-deploy setup from PIER_DOMAIN in /etc/pier/bootstrap.env; do not edit here.\n"
+    return {"pier-public-health.yml": head + health, "pier-public-tls.yml": head + f"- targets: ['{domain}:443']\n"}
+
+
+def apply_exporters(cfg, release, what):
+    missing = [p for p in EXPORTER_PACKAGES
+               if run(["dpkg-query", "-W", "-f=${Status}", p]).stdout.strip() != "install ok installed"]
+    if missing:
+        say(f"exporters: {', '.join(missing)} not installed (config/cloud-init.yaml installs them; "
+            f"on an older VM: sudo apt-get install {' '.join(missing)}): the public, nginx and host alerts are blind")
+        return 1
+    rc = 0
+    for name, dst, check, unit in EXPORTERS:
+        src = os.path.join(release, name)
+        if not os.path.exists(src):
+            continue
+        tmp = tempfile.mkdtemp(prefix="pier-exporter-check.")
+        try:
+            shutil.copyfile(src, os.path.join(tmp, os.path.basename(dst)))
+            target = tmp if check[-1] == "--progs" else os.path.join(tmp, os.path.basename(dst))
+            p = run(check + [target])
+            if p.returncode != 0:
+                for line in p.stdout.strip().splitlines()[-5:]:
+                    say(f"  {check[0]}| {line}")
+                say(f"exporters: {name} from {what} is refused: {dst} is kept")
+                rc = 1
+                continue
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if install_file(src, dst, 0o644):
+            run(["systemctl", "reload-or-restart", unit])
+            say(f"exporters: {dst} from {what} checked and {unit} reloaded")
+    domain = bootstrap().get("PIER_DOMAIN", "")
+    if domain:
+        for name, text in public_targets(cfg, domain).items():
+            if install_file(None, os.path.join(cfg.host["prometheus_dir"], name), 0o644, text=text):
+                say(f"exporters: {name}: the public URL https://{domain}/ probed from here")
+    else:
+        say("exporters: PIER_DOMAIN is not set in /etc/pier/bootstrap.env: nothing probes the public URL")
+    return rc
+
+
 def step_prometheus(cfg, checkout, deploy_file):
     rc = apply_prometheus(cfg, os.path.join(checkout, "config", "prometheus"), "this checkout")
+    rc = apply_exporters(cfg, os.path.join(checkout, "config", "prometheus"), "this checkout") or rc
     return apply_alertmanager(cfg) or rc
 
 
@@ -679,6 +756,7 @@ def apply_release(cfg, env, image, out):
             with HostLock():
                 rc = apply_nginx(os.path.join(rel, "nginx"), f"{tag}'s image")
                 rc = apply_prometheus(cfg, os.path.join(rel, "prometheus"), f"{tag}'s image") or rc
+                rc = apply_exporters(cfg, os.path.join(rel, "prometheus"), f"{tag}'s image") or rc
             if rc:
                 raise engine.DeployFailed(f"the host-wide config {tag} ships was refused (above); nothing changed")
         else:

@@ -279,6 +279,10 @@ setup() { # setup LOG: `pier-deploy setup` from the runner's checkout, as the op
   timeout 600 docker exec -u runner -w /home/runner/pier -e PIER_DEPLOY_ADMIN="$admin" -e PIER_DEPLOY_ADMIN_KEY="$(cat "$tmp/admin_key")" \
     -e PIER_DEPLOY_SSH_HOST="$domain" -e DEPLOY_KNOWN_HOSTS="$domain $host_key" "$out" deploy/pier-deploy setup >"$1" 2>&1
 }
+# The VM trusts pebble's issuing root, as a real VM trusts Let's Encrypt's (rehearsal only):
+# the blackbox exporter's probe of the public URL verifies the certificate against it.
+on_vm sh -c 'curl -fsS https://pebble:15000/roots/0 >/usr/local/share/ca-certificates/pebble-root.crt &&
+  update-ca-certificates >/dev/null 2>&1'
 t0=$(now_ms)
 setup "$tmp/setup-1.log" && rc=0 || rc=$?
 setup_s=$(secs $(($(now_ms) - t0)))
@@ -292,6 +296,18 @@ metrics_prod=$(on_vm cat /etc/pier/secrets/prod/metrics-token)
 metrics_staging=$(on_vm cat /etc/pier/secrets/staging/metrics-token)
 printf '%s\n' "$metrics_prod" "$metrics_staging" >"$tmp/secrets"
 check "setup made a metrics token per environment on the VM (${#metrics_prod} and ${#metrics_staging} characters)" test "${#metrics_prod}" -ge 32 -a "${#metrics_staging}" -ge 32
+for svc in prometheus-node-exporter prometheus-blackbox-exporter mtail; do
+  check "VM: $svc is active (set up by setup)" on_vm systemctl is-active -q "$svc"
+done
+listen=$(on_vm ss -Htln | awk '{ print $4 }' | grep -E ':(9100|9115|3903)$' | sort | tr '\n' ' ')
+check "the exporters listen on 127.0.0.1 only: $listen" test "$listen" = "127.0.0.1:3903 127.0.0.1:9100 127.0.0.1:9115 "
+# A small file system fills up past 90% (a 16 MiB tmpfs mounted for the test, under /srv: the
+# node exporter leaves out /mnt, /media and /run). HostDiskAlmostFull waits 5 minutes as
+# shipped; the deploys and checks below run meanwhile, and it is collected after testssl.sh.
+on_vm sh -c 'mkdir -p /srv/pier-fill && mount -t tmpfs -o size=16m pier-fill /srv/pier-fill &&
+  head -c 15500000 /dev/zero >/srv/pier-fill/fill'
+t_disk=$(now_ms)
+say "disk: /srv/pier-fill $(on_vm df --output=pcent /srv/pier-fill | tail -n 1 | tr -d ' ') full"
 
 step "runner: deploy.yml's deploy step, prod and staging"
 # The runner trusts what a GitHub runner trusts: here the rehearsal's CA (pebble's API) and
@@ -550,6 +566,21 @@ done
 check "Prometheus scrapes prod's /prod/metrics with the token: up=$up" test "$up" = 1
 up=$(promq 'max by (env) (up{job="pier", env="staging"})' 2>/dev/null || echo none)
 check "and staging's: up=$up" test "$up" = 1
+# The exporters, and the public URL probed from the VM through its public name (hairpin).
+exporters_up() { # active targets of the exporters' jobs that are up (the targets API: a restarted
+  # Prometheus still answers queries with the package default config's last samples for 5 minutes)
+  on_vm curl -fsS --max-time 5 'http://127.0.0.1:9090/api/v1/targets?state=active' 2>/dev/null |
+    jq '[.data.activeTargets[] | select(.labels.job | test("^(node|nginx|public|public-tls|public-cert)$")) | select(.health == "up")] | length' 2>/dev/null || echo none
+}
+probes_ok() { promq 'count(probe_success{job=~"public|public-tls|public-cert"} == 1)' 2>/dev/null || echo none; }
+for _ in $(seq 1 40); do
+  [[ $(exporters_up) == 6 && $(probes_ok) == 4 ]] && break
+  sleep 1
+done
+check "Prometheus scrapes the node exporter, mtail and 4 blackbox probes: $(exporters_up) of 6 up" test "$(exporters_up)" = 6
+check "https://$domain/{prod,staging}/health and the TLS handshakes succeed from the VM: $(probes_ok) of 4 probes" test "$(probes_ok)" = 4
+days=$(promq 'min((probe_ssl_earliest_cert_expiry{job="public-cert"} - time()) / 86400)' 2>/dev/null || echo none)
+say "pebble's certificate, as the probe reads it: ${days%.*} days left"
 for port in 9090 9093 "$prod_port"; do
   code=$(outside curl -s -o /dev/null --max-time 3 -w '%{http_code}' "http://$domain:$port/" || true)
   check "port $port (Prometheus, Alertmanager, a slot) from outside: no answer ($code)" test "$code" = 000
@@ -660,6 +691,27 @@ jq -r '.[] | select(.severity == "HIGH" or .severity == "CRITICAL" or .severity 
 check "testssl.sh ran (findings: $(jq length "$tmp/testssl.json"))" test "$(jq length "$tmp/testssl.json")" -gt 20
 check "testssl.sh: no HIGH or CRITICAL finding" test "$(jq '[.[] | select(.severity == "HIGH" or .severity == "CRITICAL")] | length' "$tmp/testssl.json")" = 0
 
+step "alerts: the disk past 90% (HostDiskAlmostFull) at the receiver"
+# wait_alert SECONDS SINCE_MS STATUS FILTER: seconds from SINCE_MS to the first notification
+# (received after SINCE_MS) with an alert of STATUS whose labels pass the jq FILTER; empty when
+# none came within SECONDS.
+wait_alert() {
+  local got="" deadline=$((SECONDS + $1))
+  while :; do # looks at least once, even when SECONDS is 0 or less
+    got=$(alerts | jq -c --argjson t "$2" --arg s "$3" \
+      "select(.receivedUnix * 1000 >= \$t and any(.alerts[]; .status == \$s and (.labels | $4)))" 2>/dev/null | head -n 1)
+    [[ -n $got ]] && break
+    ((SECONDS < deadline)) || break
+    sleep 2
+  done
+  [[ -n $got ]] && jq -r --argjson t "$2" '(.receivedUnix * 1000 - $t) / 1000 | floor' <<<"$got"
+  return 0
+}
+disk_s=$(wait_alert $((420 - ($(now_ms) - t_disk) / 1000)) "$t_disk" firing '.alertname == "HostDiskAlmostFull" and .mountpoint == "/srv/pier-fill"')
+check "the receiver got HostDiskAlmostFull (/srv/pier-fill, 92% full) ${disk_s:-never} s after the fill (for: 5m)" test -n "$disk_s"
+t_disk_free=$(now_ms)
+on_vm rm -f /srv/pier-fill/fill
+
 # ------------------------------------------------------------------ 12. idle CPU of the health checks
 step "idle CPU: the VM with its pier containers, HEALTHCHECK every 15 s vs every 1 s"
 vm_cpu_ns() { cat "/sys/fs/cgroup/cpuacct/docker/$(docker inspect -f '{{.Id}}' "$vm")/cpuacct.usage" 2>/dev/null || echo 0; }
@@ -681,8 +733,10 @@ if [[ $(vm_cpu_ns) != 0 ]]; then
   idle_1=$(cpu_over 20)
   on_vm docker rm -f pier-hc1s-1 pier-hc1s-2 >/dev/null
   say "idle CPU of the whole VM (prod stopped, staging's 2 replicas probed every 15 s): $idle_15% of a core; with two more containers probed every 1 s: $idle_1% (about $(awk -v a="$idle_15" -v b="$idle_1" 'BEGIN { printf "%.1f", (b - a) / 2 }')% per container at 1 s)"
+  check "idle CPU of the whole VM with its exporters and probes: $idle_15% of a core (under 5%)" awk -v c="$idle_15" 'BEGIN { exit !(c < 5) }'
 else
   say "idle CPU: no cpuacct cgroup for the VM container on this host (cgroup v2?): not measured"
+  check "idle CPU of the whole VM measured" false
 fi
 
 step "alerts: a deploy resolves PierDown"
@@ -699,8 +753,88 @@ done
 resolved_s=$(jq -r --argjson t "$t_fix" '(.receivedUnix * 1000 - $t) / 1000 | floor' <<<"$got" 2>/dev/null || echo '?')
 check "the receiver got PierDown (prod) resolved, $resolved_s s after the deploy started" test -n "$got"
 check "no PierDown for staging" bash -c "! docker exec $out curl -fsS http://127.0.0.1:9099/ | jq -e 'select(.alerts[] | .labels.alertname == \"PierDown\" and .labels.env == \"staging\")' >/dev/null"
+# nginx answered prod's requests (the probes) with 502 while prod was stopped: its 5xx alert
+# fired for prod too. Good traffic resolves it (the 5-minute window holds the 502s for a while).
+ngx_prod_s=$(wait_alert 5 "$t_stop" firing '.alertname == "NginxHighErrorRate" and .env == "prod"')
+check "NginxHighErrorRate (prod) had reached the receiver ${ngx_prod_s:-never} s after prod stopped" test -n "$ngx_prod_s"
+t_dilute=$(now_ms)
+codes=$(outside curl -s -w '%{http_code}\n' "https://$domain/prod/health?[1-1000]" | grep -Ex '[0-9]{3}' | sort | uniq -c | tr -s ' \n' ' ')
+say "prod back; 1,000 requests from outside: $codes"
+ngx_prod_res_s=$(wait_alert 120 "$t_dilute" resolved '.alertname == "NginxHighErrorRate" and .env == "prod"')
+check "NginxHighErrorRate (prod) resolved ${ngx_prod_res_s:-never} s after 1,000 good requests" test -n "$ngx_prod_res_s"
+disk_res_s=$(wait_alert 60 "$t_disk_free" resolved '.alertname == "HostDiskAlmostFull" and .mountpoint == "/srv/pier-fill"')
+check "HostDiskAlmostFull resolved at the receiver ${disk_res_s:-never} s after the file was removed" test -n "$disk_res_s"
+on_vm umount /srv/pier-fill || true
+
+# ------------------------------------------------------------------ 14. what users feel
+step "alerts: a certificate with 7 days left, and both replicas of staging gone"
+# Rehearsal only: PublicHealthDown and NginxHighErrorRate wait 30 s here instead of the
+# shipped 2 minutes (their `for:` rewritten in the VM's rules), so these two faults take
+# about a minute each; the shipped durations (promtool-tested) add 90 s to each delivery.
+on_vm sed -i -E '/alert: (PublicHealthDown|NginxHighErrorRate)$/,/^ *for:/ s/^( *for:) 2m$/\1 30s/' /etc/prometheus/pier-alerts.yml
+on_vm systemctl reload prometheus
+short=$(on_vm grep -c '^ *for: 30s$' /etc/prometheus/pier-alerts.yml || true)
+check "rehearsal: for: 30s in the VM's copy of the two rules (shipped: 2m)" test "$short" = 2
+promq_all() { on_vm curl -fsS --max-time 5 "http://127.0.0.1:9090/api/v1/query" --data-urlencode "query=$1" | jq -r '[.data.result[].metric.alertname] | join(",")'; }
+# A certificate for the domain from the rehearsal's CA (which the VM trusts), 7 days left,
+# served by nginx in place of pebble's; the TLS snippet is put back afterwards.
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$domain" \
+  -keyout "$tmp/short.key" -out "$tmp/short.csr" >/dev/null 2>&1
+printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n' "$domain" >"$tmp/short.ext"
+openssl x509 -req -in "$tmp/short.csr" -CA "$tmp/outside/ca.crt" -CAkey "$tmp/ca.key" -CAcreateserial -days 7 \
+  -extfile "$tmp/short.ext" -out "$tmp/short.crt" >/dev/null 2>&1
+on_vm mkdir -p /etc/pier-rehearsal
+docker cp "$tmp/short.crt" "$vm:/etc/pier-rehearsal/short.crt"
+docker cp "$tmp/short.key" "$vm:/etc/pier-rehearsal/short.key"
+t_b=$(now_ms)
+on_vm sh -c 'cp /etc/nginx/snippets/pier-tls.conf /etc/pier-rehearsal/pier-tls.conf &&
+  sed -i -e "s|^ssl_certificate .*|ssl_certificate /etc/pier-rehearsal/short.crt;|" \
+    -e "s|^ssl_certificate_key .*|ssl_certificate_key /etc/pier-rehearsal/short.key;|" /etc/nginx/snippets/pier-tls.conf &&
+  nginx -t -q && systemctl reload nginx'
+enddate=$(outside sh -c "echo | openssl s_client -connect $domain:443 -servername $domain 2>/dev/null | openssl x509 -noout -enddate" || true)
+check "nginx serves the 7-day certificate: $enddate" test -n "$enddate"
+stopped=$(on_vm docker ps -q --filter label=pier.env=staging | tr '\n' ' ')
+on_vm sh -c "docker stop -t 5 $stopped" >/dev/null
+codes=$(outside sh -c "for i in \$(seq 1 20); do curl -s -o /dev/null -w '%{http_code}\n' https://$domain/staging/health; done" | sort | uniq -c | tr -s ' \n' ' ')
+say "staging's replicas stopped ($stopped); 20 requests from outside: $codes"
+cert_s=$(wait_alert 120 "$t_b" firing '.alertname == "CertificateExpiresSoon"')
+check "the receiver got CertificateExpiresSoon ${cert_s:-never} s after nginx served the 7-day certificate" test -n "$cert_s"
+ngx_s=$(wait_alert 150 "$t_b" firing '.alertname == "NginxHighErrorRate" and .env == "staging"')
+check "the receiver got NginxHighErrorRate (staging) ${ngx_s:-never} s after its replicas stopped" test -n "$ngx_s"
+prod_now=$(promq_all 'ALERTS{env="prod"}' 2>/dev/null || echo '?')
+check "meanwhile no prod alert, pending or firing (ALERTS{env=\"prod\"}: ${prod_now:-none})" test -z "$prod_now"
+check "... and none at the receiver since the faults began" bash -c "! docker exec $out curl -fsS http://127.0.0.1:9099/ | jq -e --argjson t $t_b 'select(.receivedUnix * 1000 >= \$t and any(.alerts[]; .status == \"firing\" and .labels.env == \"prod\"))' >/dev/null"
+check "and no CertificateInvalid (the 7-day certificate verifies)" bash -c "! docker exec $out curl -fsS http://127.0.0.1:9099/ | jq -e 'select(any(.alerts[]; .labels.alertname == \"CertificateInvalid\"))' >/dev/null"
+# Put both back: pebble's certificate, staging's replicas, and then traffic that succeeds.
+t_fix_b=$(now_ms)
+on_vm sh -c "cp /etc/pier-rehearsal/pier-tls.conf /etc/nginx/snippets/pier-tls.conf && nginx -t -q && systemctl reload nginx && docker start $stopped" >/dev/null
+for _ in $(seq 1 60); do
+  [[ $(curl_out -o /dev/null -w '%{http_code}' "https://$domain/staging/health" 2>/dev/null) == 200 ]] && break
+  sleep 0.5
+done
+# One curl, one kept-alive connection: bodies and status codes on stdout, the codes counted.
+codes=$(outside curl -s -w '%{http_code}\n' "https://$domain/staging/health?[1-1000]" | grep -Ex '[0-9]{3}' | sort | uniq -c | tr -s ' \n' ' ')
+say "staging back; 1,000 requests from outside: $codes"
+cert_res_s=$(wait_alert 90 "$t_fix_b" resolved '.alertname == "CertificateExpiresSoon"')
+check "CertificateExpiresSoon resolved ${cert_res_s:-never} s after pebble's certificate was back" test -n "$cert_res_s"
+ngx_res_s=$(wait_alert 120 "$t_fix_b" resolved '.alertname == "NginxHighErrorRate" and .env == "staging"')
+check "NginxHighErrorRate (staging) resolved ${ngx_res_s:-never} s after the replicas were back" test -n "$ngx_res_s"
+
+step "alerts: nginx stopped (PublicHealthDown, PierDown quiet)"
+t_ngx=$(now_ms)
+on_vm systemctl stop nginx
+pub_s=$(wait_alert 120 "$t_ngx" firing '.alertname == "PublicHealthDown" and .env == "prod"')
+check "the receiver got PublicHealthDown (prod) ${pub_s:-never} s after nginx stopped" test -n "$pub_s"
+down_now=$(promq_all 'ALERTS{alertname="PierDown"}' 2>/dev/null || echo '?')
+check "meanwhile PierDown is quiet, not even pending (the replicas are fine): ${down_now:-none}" test -z "$down_now"
+check "... and not at the receiver since nginx stopped" bash -c "! docker exec $out curl -fsS http://127.0.0.1:9099/ | jq -e --argjson t $t_ngx 'select(.receivedUnix * 1000 >= \$t and any(.alerts[]; .labels.alertname == \"PierDown\"))' >/dev/null"
+t_ngx_fix=$(now_ms)
+on_vm systemctl start nginx
+pub_res_s=$(wait_alert 90 "$t_ngx_fix" resolved '.alertname == "PublicHealthDown" and .env == "prod"')
+check "PublicHealthDown (prod) resolved ${pub_res_s:-never} s after nginx started" test -n "$pub_res_s"
 
 step "done"
+say "alerts (delivery, resolution): HostDiskAlmostFull ${disk_s:-?} s, ${disk_res_s:-?} s; NginxHighErrorRate (prod stopped) ${ngx_prod_s:-?} s, ${ngx_prod_res_s:-?} s; CertificateExpiresSoon ${cert_s:-?} s, ${cert_res_s:-?} s; NginxHighErrorRate (staging) ${ngx_s:-?} s, ${ngx_res_s:-?} s; PublicHealthDown (prod) ${pub_s:-?} s, ${pub_res_s:-?} s"
 say "figures: cloud-init $boot_s s; first prod deploy $prod_deploy_s s (healthy $healthy); PierDown after $down_s s, resolved $resolved_s s after the deploy started; testssl $by_sev; open ports ${ports:-none}"
 say "stage time $(secs $(($(now_ms) - t_begin))) s"
 echo "vm-rehearsal: $pass passed, $fail failed"
