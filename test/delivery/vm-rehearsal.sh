@@ -303,7 +303,7 @@ listen=$(on_vm ss -Htln | awk '{ print $4 }' | grep -E ':(9100|9115|3903)$' | so
 check "the exporters listen on 127.0.0.1 only: $listen" test "$listen" = "127.0.0.1:3903 127.0.0.1:9100 127.0.0.1:9115 "
 # A small file system fills up past 90% (a 16 MiB tmpfs mounted for the test, under /srv: the
 # node exporter leaves out /mnt, /media and /run). HostDiskAlmostFull waits 5 minutes as
-# shipped; the deploys and checks below run meanwhile, and it is collected after testssl.sh.
+# shipped; everything below runs meanwhile, and it is collected at the end.
 on_vm sh -c 'mkdir -p /srv/pier-fill && mount -t tmpfs -o size=16m pier-fill /srv/pier-fill &&
   head -c 15500000 /dev/zero >/srv/pier-fill/fill'
 t_disk=$(now_ms)
@@ -691,7 +691,6 @@ jq -r '.[] | select(.severity == "HIGH" or .severity == "CRITICAL" or .severity 
 check "testssl.sh ran (findings: $(jq length "$tmp/testssl.json"))" test "$(jq length "$tmp/testssl.json")" -gt 20
 check "testssl.sh: no HIGH or CRITICAL finding" test "$(jq '[.[] | select(.severity == "HIGH" or .severity == "CRITICAL")] | length' "$tmp/testssl.json")" = 0
 
-step "alerts: the disk past 90% (HostDiskAlmostFull) at the receiver"
 # wait_alert SECONDS SINCE_MS STATUS FILTER: seconds from SINCE_MS to the first notification
 # (received after SINCE_MS) with an alert of STATUS whose labels pass the jq FILTER; empty when
 # none came within SECONDS.
@@ -707,10 +706,6 @@ wait_alert() {
   [[ -n $got ]] && jq -r --argjson t "$2" '(.receivedUnix * 1000 - $t) / 1000 | floor' <<<"$got"
   return 0
 }
-disk_s=$(wait_alert $((420 - ($(now_ms) - t_disk) / 1000)) "$t_disk" firing '.alertname == "HostDiskAlmostFull" and .mountpoint == "/srv/pier-fill"')
-check "the receiver got HostDiskAlmostFull (/srv/pier-fill, 92% full) ${disk_s:-never} s after the fill (for: 5m)" test -n "$disk_s"
-t_disk_free=$(now_ms)
-on_vm rm -f /srv/pier-fill/fill
 
 # ------------------------------------------------------------------ 12. idle CPU of the health checks
 step "idle CPU: the VM with its pier containers, HEALTHCHECK every 15 s vs every 1 s"
@@ -753,18 +748,19 @@ done
 resolved_s=$(jq -r --argjson t "$t_fix" '(.receivedUnix * 1000 - $t) / 1000 | floor' <<<"$got" 2>/dev/null || echo '?')
 check "the receiver got PierDown (prod) resolved, $resolved_s s after the deploy started" test -n "$got"
 check "no PierDown for staging" bash -c "! docker exec $out curl -fsS http://127.0.0.1:9099/ | jq -e 'select(.alerts[] | .labels.alertname == \"PierDown\" and .labels.env == \"staging\")' >/dev/null"
-# nginx answered prod's requests (the probes) with 502 while prod was stopped: its 5xx alert
-# fired for prod too. Good traffic resolves it (the 5-minute window holds the 502s for a while).
-ngx_prod_s=$(wait_alert 5 "$t_stop" firing '.alertname == "NginxHighErrorRate" and .env == "prod"')
-check "NginxHighErrorRate (prod) had reached the receiver ${ngx_prod_s:-never} s after prod stopped" test -n "$ngx_prod_s"
-t_dilute=$(now_ms)
+# nginx answered prod's requests (the probes) with 502 while prod was stopped, so its 5xx
+# alert may be pending for prod (whether it fired depends on how long the stop lasted and how
+# much earlier traffic is in the 5-minute window). Good traffic dilutes the window, so that the
+# faults below start with no prod alert at all.
+promq_all() { on_vm curl -fsS --max-time 5 "http://127.0.0.1:9090/api/v1/query" --data-urlencode "query=$1" | jq -r '[.data.result[].metric.alertname] | join(",")'; }
 codes=$(outside curl -s -w '%{http_code}\n' "https://$domain/prod/health?[1-1000]" | grep -Ex '[0-9]{3}' | sort | uniq -c | tr -s ' \n' ' ')
 say "prod back; 1,000 requests from outside: $codes"
-ngx_prod_res_s=$(wait_alert 120 "$t_dilute" resolved '.alertname == "NginxHighErrorRate" and .env == "prod"')
-check "NginxHighErrorRate (prod) resolved ${ngx_prod_res_s:-never} s after 1,000 good requests" test -n "$ngx_prod_res_s"
-disk_res_s=$(wait_alert 60 "$t_disk_free" resolved '.alertname == "HostDiskAlmostFull" and .mountpoint == "/srv/pier-fill"')
-check "HostDiskAlmostFull resolved at the receiver ${disk_res_s:-never} s after the file was removed" test -n "$disk_res_s"
-on_vm umount /srv/pier-fill || true
+for _ in $(seq 1 60); do
+  [[ -z $(promq_all 'ALERTS{env="prod"}' 2>/dev/null || echo '?') ]] && break
+  sleep 2
+done
+prod_now=$(promq_all 'ALERTS{env="prod"}' 2>/dev/null || echo '?')
+check "no prod alert pending or firing once prod is back: ${prod_now:-none}" test -z "$prod_now"
 
 # ------------------------------------------------------------------ 14. what users feel
 step "alerts: a certificate with 7 days left, and both replicas of staging gone"
@@ -775,7 +771,6 @@ on_vm sed -i -E '/alert: (PublicHealthDown|NginxHighErrorRate)$/,/^ *for:/ s/^( 
 on_vm systemctl reload prometheus
 short=$(on_vm grep -c '^ *for: 30s$' /etc/prometheus/pier-alerts.yml || true)
 check "rehearsal: for: 30s in the VM's copy of the two rules (shipped: 2m)" test "$short" = 2
-promq_all() { on_vm curl -fsS --max-time 5 "http://127.0.0.1:9090/api/v1/query" --data-urlencode "query=$1" | jq -r '[.data.result[].metric.alertname] | join(",")'; }
 # A certificate for the domain from the rehearsal's CA (which the VM trusts), 7 days left,
 # served by nginx in place of pebble's; the TLS snippet is put back afterwards.
 openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$domain" \
@@ -833,8 +828,18 @@ on_vm systemctl start nginx
 pub_res_s=$(wait_alert 90 "$t_ngx_fix" resolved '.alertname == "PublicHealthDown" and .env == "prod"')
 check "PublicHealthDown (prod) resolved ${pub_res_s:-never} s after nginx started" test -n "$pub_res_s"
 
+# The disk filled right after setup: by now well past HostDiskAlmostFull's 5 minutes.
+step "alerts: the disk past 90% (HostDiskAlmostFull) at the receiver"
+disk_s=$(wait_alert $((420 - ($(now_ms) - t_disk) / 1000)) "$t_disk" firing '.alertname == "HostDiskAlmostFull" and .mountpoint == "/srv/pier-fill"')
+check "the receiver got HostDiskAlmostFull (/srv/pier-fill, 92% full) ${disk_s:-never} s after the fill (for: 5m)" test -n "$disk_s"
+t_disk_free=$(now_ms)
+on_vm rm -f /srv/pier-fill/fill
+disk_res_s=$(wait_alert 60 "$t_disk_free" resolved '.alertname == "HostDiskAlmostFull" and .mountpoint == "/srv/pier-fill"')
+check "HostDiskAlmostFull resolved at the receiver ${disk_res_s:-never} s after the file was removed" test -n "$disk_res_s"
+on_vm umount /srv/pier-fill || true
+
 step "done"
-say "alerts (delivery, resolution): HostDiskAlmostFull ${disk_s:-?} s, ${disk_res_s:-?} s; NginxHighErrorRate (prod stopped) ${ngx_prod_s:-?} s, ${ngx_prod_res_s:-?} s; CertificateExpiresSoon ${cert_s:-?} s, ${cert_res_s:-?} s; NginxHighErrorRate (staging) ${ngx_s:-?} s, ${ngx_res_s:-?} s; PublicHealthDown (prod) ${pub_s:-?} s, ${pub_res_s:-?} s"
+say "alerts (delivery, resolution): HostDiskAlmostFull ${disk_s:-?} s, ${disk_res_s:-?} s; CertificateExpiresSoon ${cert_s:-?} s, ${cert_res_s:-?} s; NginxHighErrorRate (staging) ${ngx_s:-?} s, ${ngx_res_s:-?} s; PublicHealthDown (prod) ${pub_s:-?} s, ${pub_res_s:-?} s"
 say "figures: cloud-init $boot_s s; first prod deploy $prod_deploy_s s (healthy $healthy); PierDown after $down_s s, resolved $resolved_s s after the deploy started; testssl $by_sev; open ports ${ports:-none}"
 say "stage time $(secs $(($(now_ms) - t_begin))) s"
 echo "vm-rehearsal: $pass passed, $fail failed"
