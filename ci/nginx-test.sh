@@ -4,11 +4,14 @@
 # and /staging/, the request id (the client's, or one nginx makes), the 502 JSON when no
 # pier is listening, and the JSON access-log line. smoke.sh checks the proxying itself.
 #
-# Then the VM's HTTPS server, assembled as the VM's host setup assembles it (pier.conf with
+# Then the VM's edge, assembled as the VM's host setup assembles it (pier.conf with
 # `listen ... ssl http2 default_server; include edge.conf;`, a self-signed certificate in
-# place of certbot's): every answer carries exactly one Strict-Transport-Security header —
-# a proxied 200, pier.conf's own 404 and 502 (no slot answering), edge.conf's 404/413/429,
-# and nginx's own 400 — and the plain-HTTP server sends none.
+# place of certbot's, the VM's port-80 server with probes.conf): every HTTPS answer carries
+# exactly one Strict-Transport-Security header — a proxied 200, pier.conf's own 404 and 502
+# (no slot answering), edge.conf's 404/413/429, and nginx's own 400 — and the plain-HTTP
+# server sends none; on port 80, requests shaped like the Azure Load Balancer, Application
+# Gateway and AWS ALB probes get the slot's readiness (200, or 503 with no slot), everything
+# else a redirect to HTTPS, ACME challenges their file.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -107,16 +110,18 @@ check "access log names the upstream tried" \
 check "plain HTTP: no Strict-Transport-Security (browsers ignore it over HTTP)" \
   bash -c "! grep -qi '^strict-transport-security:' '$tmp/headers' '$tmp/headers2'"
 
-# ---------------------------------------------------------------- the VM's HTTPS server
+# ---------------------------------------------------------------- the VM's edge: 443 and 80
 # As on the VM: pier.conf's `listen 8080;` becomes the TLS listener plus edge.conf, whose
-# TLS snippet (certbot's certificate on the VM) is replaced by a self-signed one. edge.conf
-# needs the zone pier_echo at http level (the port-80 file defines it on the VM). /staging/
-# goes to a stand-in slot (one more server of this nginx that answers 200 JSON); /prod/ to
-# a port nobody listens on.
+# TLS snippet (certbot's certificate on the VM) is replaced by a self-signed one; the port-80
+# server is the VM's own file (deploy/host/nginx-edge.conf), on a loopback port, including
+# probes.conf from the release as the VM does; it also defines the zone edge.conf uses. /staging/ goes to a
+# stand-in slot (one more server of this nginx that answers 200 JSON); /prod/ to a port
+# nobody listens on.
 tls_port=$(free_port)
+http_port=$(free_port)
 up_port=$(free_port)
 tls=$tmp/tls
-mkdir "$tmp/tls-prefix"
+mkdir "$tmp/tls-prefix" "$tmp/acme"
 cp -r "$root/config/nginx" "$tls"
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=pier.test \
   -addext subjectAltName=DNS:pier.test -keyout "$tls/key.pem" -out "$tls/cert.pem" 2>"$tmp/openssl.log"
@@ -126,19 +131,28 @@ sed -i -E "s|^( *)listen +8080;|\\1listen 127.0.0.1:$tls_port ssl http2 default_
   "$tls/pier.conf"
 printf 'server 127.0.0.1:%s;\n' "$dead" >"$tls/upstreams/prod.conf"
 printf 'server 127.0.0.1:%s;\n' "$up_port" >"$tls/upstreams/staging.conf"
+port80_src=deploy/host/nginx-edge.conf
+cp "$root/$port80_src" "$tls/port80.conf"
+# nginx.conf says server_tokens itself; the VM's paths become the test's.
+sed -i -E -e '/^server_tokens /d' -e "s|^( *)listen +80 default_server;|\\1listen 127.0.0.1:$http_port default_server;|" \
+  -e "s|root /var/www/acme;|root $tmp/acme;|" -e "s|include /etc/nginx/pier/probes|include $tls/probes|" \
+  "$tls/port80.conf"
 cat >"$tls/test-extra.conf" <<CONF
-limit_req_zone \$binary_remote_addr zone=pier_echo:10m rate=5r/s;
-limit_req_status 429;
 server {
     listen 127.0.0.1:$up_port;
+    access_log off; # the stand-in slot: on the VM pier logs its own requests, not nginx
     default_type application/json;
     return 200 '{"status":"pass","stand-in":"slot"}\n';
 }
 CONF
-sed -i -E "s|^( *)include pier.conf;|\\1include $tls/test-extra.conf;\\n\\1include pier.conf;|" "$tls/nginx.conf"
+# The port-80 file before pier.conf, as conf.d/pier-edge.conf comes before conf.d/pier.conf.
+sed -i -E "s|^( *)include pier.conf;|\\1include $tls/port80.conf;\\n\\1include $tls/test-extra.conf;\\n\\1include pier.conf;|" \
+  "$tls/nginx.conf"
+check "the test's port-80 server is $port80_src, on a loopback port, with the probes" \
+  bash -c "grep -q 'listen 127.0.0.1:$http_port default_server;' '$tls/port80.conf' && grep -q 'include $tls/probes' '$tls/port80.conf'"
 check "the HTTPS test config listens with TLS and includes edge.conf" \
   grep -q "listen 127.0.0.1:$tls_port ssl http2 default_server; include $tls/edge.conf;" "$tls/pier.conf"
-check "nginx -t accepts the HTTPS server (pier.conf + edge.conf)" nginx_t -p "$tmp/tls-prefix/" -c "$tls/nginx.conf"
+check "nginx -t accepts the VM's edge (pier.conf + edge.conf + port 80 + probes)" nginx_t -p "$tmp/tls-prefix/" -c "$tls/nginx.conf"
 
 nginx -e stderr -p "$tmp/tls-prefix/" -c "$tls/nginx.conf" -g 'daemon off;' \
   >"$tmp/tls-access.log" 2>"$tmp/tls-error.log" &
@@ -183,6 +197,44 @@ hsts "/staging/echo over the rate (edge.conf's 429)" 429 -H 'Content-Type: appli
   -d '{}' "$base/staging/echo"
 check "20 echo requests at once: some answered 429 ($(sort "$tmp/rate" | uniq -c | xargs))" \
   grep -qx 429 "$tmp/rate"
+
+# ---------------------------------------------------------------- port 80: probes, redirect
+# Requests shaped like each load balancer's probe (docs/cloud.md#load-balancer-probes), to
+# the VM's address on port 80, plain HTTP: the slot's readiness, never a redirect; 503 when
+# no replica answers (prod here), so the probe marks the VM down.
+plain=(curl -s --max-time 10 -o "$tmp/probe" -D "$tmp/probe-h" -w '%{http_code}')
+# probe NAME WANT PATH CURL_ARGS...
+probe() {
+  local name=$1 want=$2 path=$3 got
+  shift 3
+  got=$("${plain[@]}" "$@" "http://127.0.0.1:$http_port$path" || true)
+  check "port 80, $name: $path -> $want (got $got)" test "$got" = "$want"
+}
+# Azure Load Balancer HTTP probe: GET to the VM's address, no host name of ours.
+probe "Azure LB probe" 200 /staging/health/ready -H 'User-Agent:' -H 'Host: 10.0.0.4'
+check "port 80, the probe's answer is the slot's" jq_ok '.status == "pass"' "$tmp/probe"
+probe "Azure LB probe, slot down" 503 /prod/health/ready -H 'User-Agent:' -H 'Host: 10.0.0.4'
+check "port 80, no slot: pier's error JSON" jq_ok '.error.status == 503' "$tmp/probe"
+# Application Gateway custom probe: host 127.0.0.1 as docs/cloud.md sets it, or the site's name.
+probe "App Gateway probe" 200 /staging/health/ready -H 'Host: 127.0.0.1'
+probe "App Gateway probe (host from the backend setting)" 200 /staging/health/ready -H 'Host: pier.example.com'
+probe "App Gateway probe, slot down" 503 /prod/health/ready -H 'Host: 127.0.0.1'
+# AWS ALB health check: GET, Host = the target's address and port, ELB-HealthChecker's agent.
+probe "ALB health check" 200 /staging/health/ready -H "Host: 10.0.1.23:80" -A 'ELB-HealthChecker/2.0'
+probe "ALB health check, slot down" 503 /prod/health/ready -H "Host: 10.0.1.23:80" -A 'ELB-HealthChecker/2.0'
+check "port 80, probes carry no HSTS (plain HTTP)" bash -c "! grep -qi '^strict-transport-security:' '$tmp/probe-h'"
+# Everything else on port 80 still goes to HTTPS; ACME challenges are served.
+probe "any other path" 301 /prod/health -H 'Host: pier.example.com'
+check "port 80, the redirect goes to https://<host><path>" \
+  grep -qi '^location: https://pier.example.com/prod/health' "$tmp/probe-h"
+probe "a readiness path with a suffix" 301 /prod/health/ready/x -H 'Host: pier.example.com'
+mkdir -p "$tmp/acme/.well-known/acme-challenge"
+echo token-123 >"$tmp/acme/.well-known/acme-challenge/t123"
+probe "an ACME challenge" 200 /.well-known/acme-challenge/t123 -H 'Host: pier.example.com'
+check "port 80, the ACME challenge is the file" grep -qx token-123 "$tmp/probe"
+sleep 0.2
+check "probes are not in the access log (the redirected /ready/x is)" \
+  bash -c "! grep -E '\"uri\":\"/(prod|staging)/health/ready\"' '$tmp/tls-access.log' && grep -qF '/prod/health/ready/x' '$tmp/tls-access.log'"
 
 if ((fail > 0)); then
   echo "--- nginx error log"

@@ -330,7 +330,7 @@ CERT = "/etc/letsencrypt/live/pier/fullchain.pem"
 def build_nginx(release, dst, base="/etc/nginx/pier"):
     """/etc/nginx/pier's files from a release's nginx/ directory, into DST (naming BASE):
     pier.conf with `listen 8080;` turned into the 443 server (or 127.0.0.1:8080 without a
-    certificate yet), edge.conf, upstreams/ and main.conf."""
+    certificate yet), edge.conf, probes.conf, upstreams/ and main.conf."""
     import re
     os.makedirs(os.path.join(dst, "upstreams"), exist_ok=True)
     for name in sorted(os.listdir(os.path.join(release, "upstreams"))):
@@ -347,6 +347,9 @@ def build_nginx(release, dst, base="/etc/nginx/pier"):
     with open(os.path.join(dst, "pier.conf"), "w") as f:
         f.write(text)
     shutil.copyfile(os.path.join(release, "edge.conf"), os.path.join(dst, "edge.conf"))
+    # Load-balancer probes on port 80: pier-edge.conf includes {base}/probes*.conf.
+    if os.path.exists(os.path.join(release, "probes.conf")):
+        shutil.copyfile(os.path.join(release, "probes.conf"), os.path.join(dst, "probes.conf"))
     with open(os.path.join(dst, "main.conf"), "w") as f:
         f.write(f"include {base}/pier.conf;\naccess_log /var/log/nginx/pier.access.log pier_json;\n")
     for d, _, files in os.walk(dst):
