@@ -41,6 +41,10 @@ cleanup() {
     wait "$registry_pid" 2>/dev/null || true
   fi
   ((${#made[@]})) && docker rmi -f "${made[@]}" >/dev/null 2>&1
+  # and every tag ci/release.sh pulled or made under the test registry's name
+  if [[ -n ${repo:-} ]]; then
+    docker images --format '{{.Repository}}:{{.Tag}}' | grep "^$repo:" | xargs -r docker rmi -f >/dev/null 2>&1
+  fi
   rm -rf "$tmp"
 }
 trap cleanup EXIT
