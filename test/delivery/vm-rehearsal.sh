@@ -536,6 +536,13 @@ code=$(curl_out -o /dev/null -w '%{http_code}' "http://$domain/.well-known/acme-
 check "http ACME path is not redirected (404 for an unknown token): $code" test "$code" = 404
 hsts=$(curl_out --cacert /tmp/pebble-root.pem -D - -o /dev/null "https://$domain/prod/health" | tr -d '\r' | grep -i '^strict-transport-security:' || true)
 check "HSTS: $hsts" grep -q 'max-age=63072000' <<<"$hsts"
+# pier.conf's own 404 adds headers of its own: HSTS must be there too (issue 19).
+head=$(curl_out --cacert /tmp/pebble-root.pem -sI "https://$domain/nope" | tr -d '\r' || true)
+check "curl -sI https://$domain/nope: 404 with HSTS" \
+  bash -c "grep -q '^HTTP/[0-9.]* 404' <<<'$head' && grep -qi '^strict-transport-security: max-age=63072000' <<<'$head'"
+# The load balancers' probe path on port 80: the slot's readiness, not a redirect (docs/cloud.md).
+code=$(curl_out -o /dev/null -w '%{http_code}' -H 'Host: 10.0.0.4' "http://$domain/prod/health/ready" || true)
+check "port 80 probe path http://$domain/prod/health/ready (Host: an address): $code" test "$code" = 200
 for path in /prod/metrics /staging/metrics /prod//metrics /prod/%6detrics /prod/metrics/; do
   code=$(curl_out --cacert /tmp/pebble-root.pem -o /dev/null -w '%{http_code}' "https://$domain$path" || true)
   check "https://$domain$path from outside: $code" test "$code" = 404
@@ -590,8 +597,11 @@ done
 step "alerts: stop prod (PierDown pending), meanwhile the other checks"
 t_stop=$(now_ms)
 on_vm sh -c 'docker ps -q --filter label=pier.env=prod | xargs -r docker stop -t 5' >/dev/null
-code=$(curl_out --cacert /tmp/pebble-root.pem -o /dev/null -w '%{http_code}' "https://$domain/prod/health" || true)
-say "prod stopped: https://$domain/prod/health answers $code"
+head=$(curl_out --cacert /tmp/pebble-root.pem -sI "https://$domain/prod/health" | tr -d '\r' || true)
+check "prod stopped: curl -sI https://$domain/prod/health is a 502 with HSTS" \
+  bash -c "grep -q '^HTTP/[0-9.]* 502' <<<'$head' && grep -qi '^strict-transport-security: max-age=63072000' <<<'$head'"
+code=$(curl_out -o /dev/null -w '%{http_code}' "http://$domain/prod/health/ready" || true)
+check "prod stopped: the port-80 probe path answers 503 (the load balancer takes the VM out): $code" test "$code" = 503
 
 # ------------------------------------------------------------------ 8. testssl.sh (in the background), nmap
 step "testssl.sh (3.0.8, pebble's root added) started in the background"
