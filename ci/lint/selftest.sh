@@ -14,6 +14,9 @@
 #   ci/github-release.sh  --dry-run: notes from CHANGELOG.md at the released commit; a broken
 #                         one refused; an existing tag not moved
 #   checks.py deploy-workflow  passes on deploy.yml, and fails on copies with a rule broken
+#   checks.py docs-names, docs-facts, getting-started  pass on the repository, and each fails on
+#                         a copy with one name, fact or command of the docs (or of what they
+#                         describe) broken
 #   deploy/pier-deploy    its SSH client: argument and host-key checks; and, when sshd is
 #                         installed and we are root, commands through a throwaway sshd on a
 #                         loopback port: only the checked verb and arguments sent, the
@@ -448,6 +451,74 @@ mutant "packages written by the deploy job" "jobs['deploy']['permissions']['pack
   'only build and release'
 mutant "a pull_request trigger" "on['pull_request'] = {}" 'only push and workflow_dispatch'
 mutant "a cancellable deploy" "doc['concurrency']['cancel-in-progress'] = True" 'never cancelled'
+
+# --- the docs checks (ci/lint/docs_checks.py): each broken on a copy of the repository ------
+
+dc=$work/docs-checks
+# docs_copy NAME: the files the docs checks read, copied to $dc/NAME (printed).
+docs_copy() {
+  local dst=$dc/$1
+  mkdir -p "$dst/test/delivery"
+  (cd "$root" && tar -cf - README.md docs .github deploy config docker) | tar -C "$dst" -xf -
+  cp "$root/test/delivery/vm-rehearsal.sh" "$dst/test/delivery/"
+  printf '%s\n' "$dst"
+}
+# docs_mutant CHECK NAME FILE PYTHON-EXPRESSION REGEX: FILE of a copy rewritten by the expression
+# (on the string s) must make `checks.py CHECK` fail with REGEX.
+docs_mutant() {
+  local check=$1 name=$2 file=$3 change=$4 want=$5 d
+  d=$(docs_copy "$name")
+  "$py" - "$d/$file" "$change" <<'PY'
+import sys
+path, change = sys.argv[1:3]
+s = open(path).read()
+new = eval(change, {"s": s})
+if new == s:
+    sys.exit(f"the mutation changed nothing in {path}")
+open(path, "w").write(new)
+PY
+  expect 1 "$check: refuses $name" "$py" "$root/ci/lint/checks.py" "$check" "$d"
+  output_has "$want" "$check: $name reported"
+}
+for check in docs-names docs-facts getting-started; do
+  expect 0 "$check: the repository's docs pass" "$py" "$root/ci/lint/checks.py" "$check" "$root"
+done
+docs_mutant docs-names "a secret no workflow reads" docs/troubleshooting.md \
+  "s + '\ngh secret set DEPLOY_HOSTNAME --env production --body x\n'" 'names DEPLOY_HOSTNAME, which no workflow reads'
+docs_mutant docs-names "a workflow secret the docs never name" .github/workflows/deploy.yml \
+  "s.replace('DEPLOY_SSH_KEY: \${{ secrets.DEPLOY_SSH_KEY }}', 'DEPLOY_SSH_KEY: \${{ secrets.DEPLOY_SSH_KEY }}\n          EXTRA: \${{ secrets.DEPLOY_EXTRA_TOKEN }}')" \
+  'secret DEPLOY_EXTRA_TOKEN is read here but no page'
+docs_mutant docs-names "a secret set for production only" docs/getting-started.md \
+  "s.replace('gh secret set DEPLOY_SSH_KEY --repo \"\$R\" --env staging <\"\$S/deploy_key_staging\"\n', '')" \
+  'never sets it there \(gh secret set DEPLOY_SSH_KEY --env staging\)'
+docs_mutant docs-names "a variable the tool does not read" docs/vm.md \
+  "s.replace('PIER_DEPLOY_ADMIN=azureuser', 'PIER_DEPLOY_ADMIN_USER=azureuser', 1)" \
+  'PIER_DEPLOY_ADMIN_USER: neither a workflow nor deploy/pier-deploy reads it'
+docs_mutant docs-facts "a slot port in the table the deploy file contradicts" docs/deploys.md \
+  "s.replace('| prod | 8000 | 8002 |', '| prod | 8000 | 8004 |', 1)" 'prod blue b is port 8004 here, 8002 in deploy/pier-deploy.yml'
+docs_mutant docs-facts "a slot moved in the deploy file" deploy/pier-deploy.yml \
+  "s.replace('green: [8010, 8012]', 'green: [8020, 8022]', 1)" 'prod green a is port 8010 here, 8020 in deploy/pier-deploy.yml'
+docs_mutant docs-facts "nginx's upstream keepalive changed" config/nginx/pier.conf \
+  "s.replace('keepalive_timeout 4s;', 'keepalive_timeout 5s;')" "upstream keepalive_timeout is 4 s here, 5 s in config/nginx/pier.conf"
+docs_mutant docs-facts "a stale upstream keepalive in the docs" docs/cloud.md \
+  "s.replace(\"nginx's upstream \`keepalive_timeout\` 4 s\", 'nginx upstream keepalive 60 s', 1)" "upstream keepalive_timeout is 60 s here, 4 s"
+docs_mutant docs-facts "the replicas' grace changed in the deploy file" deploy/pier-deploy.yml \
+  "s.replace('grace_ms: 1000', 'grace_ms: 2000', 1)" 'PIER_SHUTDOWN_GRACE_MS=1000 here; the deploy file gives the replicas 1000/2000'
+docs_mutant docs-facts "a stale grace period in the docs" docs/monitoring.md \
+  "s.replace('shutdown grace, the deploy file', 'shutdown grace of 3 s, the deploy file', 1)" 'grace 3000 ms here'
+docs_mutant docs-facts "pier's drain changed in config/pier" config/pier/prod.yaml \
+  "s.replace('drain_ms: 10000', 'drain_ms: 20000', 1)" 'drain 10 s here, 20000 ms in config/pier/prod.yaml'
+docs_mutant docs-facts "the image's health interval changed" docker/Dockerfile \
+  "s.replace('HEALTHCHECK --interval=15s', 'HEALTHCHECK --interval=30s')" 'HEALTHCHECK --interval=15s here, 30s in docker/Dockerfile'
+docs_mutant docs-facts "healthy sooner than Docker can say so" docs/containers.md \
+  "s.replace('then (healthy) ~15 s after the start', '(healthy) within about 2 s')" "Docker's \`healthy\` within 2 s here"
+docs_mutant getting-started "the domain left as a placeholder" docs/getting-started.md \
+  "s.replace('  -e \"s|PIER_DOMAIN=REPLACE-ME-domain|PIER_DOMAIN=\$DOMAIN|\" \\\\\n', '')" 'still has a placeholder'
+docs_mutant getting-started "the staging key not written into the deploy file" docs/getting-started.md \
+  "s.replace('  -e \"s|public_key: \\\\\"\\\\\"  # the staging deploy key', '  -e \"s|public_key: \\\\\"\\\\\"  # the staging key')" \
+  "staging ssh.public_key is not"
+docs_mutant getting-started "a setup command the rehearsal does not run" docs/getting-started.md \
+  "s.replace('PIER_DEPLOY_ADMIN_KEY=\"\$(cat', 'PIER_DEPLOY_KEY=\"\$(cat', 1)" "test/delivery/vm-rehearsal.sh's setup passes"
 
 # --- deploy/pier-deploy's SSH client ----------------------------------------------------
 
