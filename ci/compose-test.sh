@@ -23,7 +23,7 @@ project=piertest$$${RANDOM}
 free_port() {
   local p
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((20000 + RANDOM % 12768)) # 20000-32767: below the ephemeral range (32768-60999)
     if port_free "$p"; then echo "$p"; return 0; fi
   done
   return 1

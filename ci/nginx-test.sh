@@ -24,7 +24,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 free_port() {
   local p
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((20000 + RANDOM % 12768)) # 20000-32767: below the ephemeral range (32768-60999)
     if ! ss -Htln "sport = :$p" | grep -q .; then
       echo "$p"
       return 0

@@ -23,7 +23,7 @@ free_port() { # free_port [PREFERRED]
   if [[ -n ${1:-} ]] && port_free "$1"; then echo "$1"; return 0; fi
   local p
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((20000 + RANDOM % 12768)) # 20000-32767: below the ephemeral range (32768-60999)
     if port_free "$p"; then echo "$p"; return 0; fi
   done
   return 1
