@@ -58,7 +58,6 @@ vm=$name-host
 out=$name-outside
 vol=$name-docker
 domain=pier.test
-repo_path=pier-service/pier # GITHUB_REPOSITORY
 keep=${VM_REHEARSAL_KEEP:-0}
 tmp=$(mktemp -d /tmp/pier-vm-rehearsal.XXXXXX)
 cleanup() {
@@ -91,6 +90,9 @@ python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
 "$root/ci/start-dockerd.sh" >/dev/null
 base=${BASE_IMAGE:-debian:bookworm-slim}
 docker image inspect "$base" >/dev/null 2>&1 || BASE_IMAGE=$base "$root/ci/base-image.sh"
+# The image the deploy file names (ghcr.io/OWNER/NAME, GITHUB_REPOSITORY lower-cased): a fork
+# that set its own in docs/getting-started.md rehearses with that name.
+repo_path=$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["environments"]["prod"]["image"].split("/", 1)[1])' deploy/pier-deploy.yml)
 
 # ------------------------------------------------------------------ 1. images
 step "images"
@@ -271,7 +273,11 @@ import re, sys
 p = "deploy/pier-deploy.yml"
 s = open(p).read()
 s = re.sub(r"(\n  prod:\n(?:    .*\n|\n)*?      window_s: )60", r"\g<1>20", s, count=1)
-s = s.replace('public_key: ""', f'public_key: "{sys.argv[1]}"', 1).replace('public_key: ""', f'public_key: "{sys.argv[2]}"', 1)
+# The rehearsal's own keys, also over a fork's (docs/getting-started.md sets them): prod's first.
+s = re.sub(r'public_key: "[^"]*"', f'public_key: "{sys.argv[1]}"', s, count=1)
+s = re.sub(r'(public_key: "[^"]*"(?:.|\n)*?)public_key: "[^"]*"', lambda m: m.group(1) + f'public_key: "{sys.argv[2]}"', s, count=1)
+if s.count(sys.argv[1]) != 1 or s.count(sys.argv[2]) != 1:
+    sys.exit("deploy/pier-deploy.yml: expected one ssh.public_key per environment")
 s = re.sub(r"repo_url: .*", "repo_url: git://git.test/pier.git", s)
 open(p, "w").write(s)
 PY
