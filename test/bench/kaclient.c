@@ -1,12 +1,13 @@
 /* kaclient — the benchmark's small measuring tools, in one binary.
  *
- *   kaclient run PORT PATH N [CONNS]
+ *   kaclient run PORT PATH N [CONNS [BODY]]
  *       Open CONNS (default 1) keep-alive connections to 127.0.0.1:PORT and send N `GET PATH`
  *       requests in all, each connection keeping one request in flight (as wrk does). Used for
  *       the deterministic instructions-per-request figure: run it under a server started by
  *       callgrind with N = 1,000 and N = 11,000 and subtract. Retries the first connect for up
  *       to 60 s, because a server under valgrind takes seconds to start. Exit 0 when every
- *       response was 2xx.
+ *       response was 2xx. BODY `chunked` or `length` sends `POST PATH` with a 38-byte JSON
+ *       body instead: in two chunks and the last chunk, or with Content-Length.
  *
  *   kaclient idle PORT PATH N STEP PID...
  *       Open N keep-alive connections, STEP at a time; each sends one `GET PATH` and reads its
@@ -20,7 +21,8 @@
  *       before the fork to that answer. The server keeps running; its PID goes to PIDFILE so
  *       the caller stops it by PID. Gives up (exit 1) after 10 s.
  *
- * Requests look like wrk's: a request line and a Host header, nothing else.
+ * Requests look like wrk's: a request line and a Host header, nothing else (a POST adds
+ * Content-Type and its framing field).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -112,6 +114,24 @@ static int request_for(char *req, size_t size, const char *path, int port) {
     return snprintf(req, size, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", path, port);
 }
 
+#define POST_JSON "{\"id\":1,\"items\":[1,2,3],\"name\":\"pier\"}"
+
+/* POST PATH with POST_JSON, framed as `body` says ("chunked" or "length"); -1 otherwise. */
+static int post_for(char *req, size_t size, const char *path, int port, const char *body) {
+    const char *head = "POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                       "Content-Type: application/json\r\n";
+    int n = snprintf(req, size, head, path, port);
+    if (strcmp(body, "chunked") == 0) /* two chunks, split inside the JSON, and the last one */
+        return n + snprintf(req + n, size - (size_t)n,
+                            "Transfer-Encoding: chunked\r\n\r\n10\r\n%.16s\r\n%zx\r\n%s\r\n"
+                            "0\r\n\r\n",
+                            POST_JSON, sizeof POST_JSON - 1 - 16, POST_JSON + 16);
+    if (strcmp(body, "length") == 0)
+        return n + snprintf(req + n, size - (size_t)n, "Content-Length: %zu\r\n\r\n%s",
+                            sizeof POST_JSON - 1, POST_JSON);
+    return -1;
+}
+
 /* 10,000 idle connections need more descriptors than the usual soft limit of 1,024. */
 static void raise_fd_limit(void) {
     struct rlimit rl;
@@ -127,9 +147,14 @@ struct ka_conn {
     char buf[1 << 14];
 };
 
-static int run(int port, const char *path, long n, int conns) {
+static int run(int port, const char *path, long n, int conns, const char *body) {
     char req[512];
-    int len = request_for(req, sizeof req, path, port);
+    int len = body ? post_for(req, sizeof req, path, port, body)
+                   : request_for(req, sizeof req, path, port);
+    if (len < 0) {
+        fprintf(stderr, "kaclient: BODY is chunked or length, not %s\n", body);
+        return 2;
+    }
     if (conns < 1 || conns > 1024 || n < conns) {
         fprintf(stderr, "kaclient: run needs 1 <= CONNS <= 1024 and N >= CONNS\n");
         return 2;
@@ -303,13 +328,14 @@ static int start(int port, const char *path, const char *pidfile, const char *lo
 }
 
 int main(int argc, char **argv) {
-    if ((argc == 5 || argc == 6) && strcmp(argv[1], "run") == 0)
-        return run(atoi(argv[2]), argv[3], atol(argv[4]), argc == 6 ? atoi(argv[5]) : 1);
+    if (argc >= 5 && argc <= 7 && strcmp(argv[1], "run") == 0)
+        return run(atoi(argv[2]), argv[3], atol(argv[4]), argc >= 6 ? atoi(argv[5]) : 1,
+                   argc == 7 ? argv[6] : NULL);
     if (argc >= 7 && strcmp(argv[1], "idle") == 0)
         return idle(atoi(argv[2]), argv[3], atol(argv[4]), atol(argv[5]), argv + 6, argc - 6);
     if (argc >= 8 && strcmp(argv[1], "start") == 0 && strcmp(argv[6], "--") == 0)
         return start(atoi(argv[2]), argv[3], argv[4], argv[5], argv + 7);
-    fprintf(stderr, "usage: kaclient run PORT PATH N [CONNS]\n"
+    fprintf(stderr, "usage: kaclient run PORT PATH N [CONNS [chunked|length]]\n"
                     "       kaclient idle PORT PATH N STEP PID...\n"
                     "       kaclient start PORT PATH PIDFILE LOGFILE -- COMMAND [ARGS...]\n");
     return 2;

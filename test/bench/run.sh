@@ -17,6 +17,9 @@
 #   3. Instructions per request under callgrind: (Ir(N+1000) - Ir(1000)) / N, with N
 #      keep-alive GETs over 1 and over 8 connections (test/bench/kaclient.c), pier and nginx
 #      (`master_process off; daemon off;`), access log off and on, alternated, per round.
+#   3b. (part post) The same for pier alone (log off, 1 connection) answering POST /echo with a
+#      38-byte JSON body, chunked (two chunks and the last one) and with Content-Length: what
+#      reading a body costs, and what chunked framing (llhttp's walk, src/chunked.c) adds.
 #   4. Bytes per idle keep-alive connection: the least-squares slope of the server's RSS while
 #      10,000 connections are opened, each answered once and then left idle (pier, nginx).
 # It prints a table of medians, the ratios and the issue's targets, and writes it, with every
@@ -32,7 +35,7 @@
 #   BENCH_DURATION   seconds per wrk run (default 5)
 #   BENCH_CONNS      wrk connection counts (default "64 1000")
 #   BENCH_SERVERS    which servers of part 1 to run (default: all of them, see SERVERS below)
-#   BENCH_PARTS      which parts to run (default "wrk proxy callgrind idle")
+#   BENCH_PARTS      which parts to run (default "wrk proxy callgrind post idle")
 #   BENCH_CG_CONNS   connection counts of part 3 (default "1 8")
 #   BENCH_IDLE_N     idle connections of part 4 (default 10000, in 10 steps)
 #   BENCH_WRK_HEADER an extra header for wrk, e.g. "Connection: close" (connection churn)
@@ -58,7 +61,7 @@ else
 fi
 CG_CONNS=${BENCH_CG_CONNS:-1 8}
 SERVERS=${BENCH_SERVERS:-pier-on nginx-on pier-off nginx-off floor pier-auto}
-PARTS=${BENCH_PARTS:-wrk proxy callgrind idle}
+PARTS=${BENCH_PARTS:-wrk proxy callgrind post idle}
 WRK_HEADER=${BENCH_WRK_HEADER:-}
 PREFIX=/prod
 HEALTH=$PREFIX/health
@@ -80,7 +83,7 @@ fi
 need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
-case " $PARTS " in *" callgrind "*) command -v valgrind >/dev/null 2>&1 || need+=(valgrind) ;; esac
+case " $PARTS " in *" callgrind "* | *" post "*) command -v valgrind >/dev/null 2>&1 || need+=(valgrind) ;; esac
 if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     "$ROOT/ci/install-deps.sh" "${need[@]}"
@@ -403,7 +406,8 @@ fi
 # ---- part 3: instructions per request (callgrind) -----------------------------------------
 
 # callgrind_ir N CONNS PORT DIR -- CMD... -> total Ir of CMD serving N keep-alive requests over
-# CONNS connections; prints nothing when the client did not get N 2xx answers
+# CONNS connections; prints nothing when the client did not get N 2xx answers. The requests are
+# `GET $HEALTH`, or with CG_BODY set (chunked or length) `POST $CG_PATH` with a JSON body.
 callgrind_ir() {
     local n=$1 conns=$2 port=$3 dir=$4
     shift 5
@@ -412,7 +416,7 @@ callgrind_ir() {
     valgrind --tool=callgrind --callgrind-out-file="$f" "$@" >"$dir/cg.$n.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
-    "$KACLIENT" run "$port" "$HEALTH" "$n" "$conns" >&2 || ok=0
+    "$KACLIENT" run "$port" "${CG_PATH:-$HEALTH}" "$n" "$conns" ${CG_BODY:+"$CG_BODY"} >&2 || ok=0
     # a signal can land while valgrind is not ready to deliver it (nginx then never sees
     # it): repeat it every second until the server is gone; KILL after 30 s
     for _ in $(seq 1 30); do
@@ -459,6 +463,33 @@ if [[ " $PARTS " == *" callgrind "* ]]; then
                     printf 'callgrind\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$c" "$round" "$ipr" "$base" "$more" >>"$RAW"
                     log "$(printf '%-10s c=%-2s round %s: %6d instructions per request' "$name" "$c" "$round" "$ipr")"
                 done
+            done
+        done
+    fi
+fi
+
+# ---- part 3b: instructions per POST /echo, chunked and Content-Length (pier) --------------
+
+if [[ " $PARTS " == *" post "* ]]; then
+    if ! command -v valgrind >/dev/null 2>&1; then
+        fail "part post: no valgrind"
+    else
+        log "part post: callgrind, pier log off, POST $PREFIX/echo chunked and with Content-Length, 1 connection, ${ROUNDS} round(s)"
+        for round in $(seq 1 "$ROUNDS"); do
+            for body in chunked length; do
+                dir=$TMP/cg.post-$body.$round
+                mkdir -p "$dir/tmp"
+                port=$(free_port)
+                mapfile -t cmd < <(server_cmd pier-off "$port" "$dir")
+                base=$(CG_PATH=$PREFIX/echo CG_BODY=$body callgrind_ir "$CG_BASE" 1 "$port" "$dir" -- "${cmd[@]}")
+                more=$(CG_PATH=$PREFIX/echo CG_BODY=$body callgrind_ir $((CG_N + CG_BASE)) 1 "$port" "$dir" -- "${cmd[@]}")
+                if [ -z "$base" ] || [ -z "$more" ] || [ "$more" -le "$base" ]; then
+                    fail "callgrind POST $body round $round: no count (Ir '$base' and '$more'; the client's error, if any, is above)"
+                    continue
+                fi
+                ipr=$(((more - base) / CG_N))
+                printf 'post\t%s\t%s\t%s\t%s\t%s\n' "$body" "$round" "$ipr" "$base" "$more" >>"$RAW"
+                log "$(printf 'POST %-7s round %s: %6d instructions per request' "$body" "$round" "$ipr")"
             done
         done
     fi
@@ -516,6 +547,7 @@ fi
     $1 == "rss_after" { add("after" SUBSEP $2, $5) }
     $1 == "callgrind" { add("ir" SUBSEP $2 SUBSEP $3, $5) }
     $1 == "idle" { add("slope" SUBSEP $2, $5) }
+    $1 == "post" { add("post" SUBSEP $2, $4) }
     END {
         printf "%-18s %6s %10s %9s %9s %12s\n", "server", "conns", "req/s", "p50 ms", "p99 ms", "cpu us/req"
         for (i = 1; i <= n; i++) {
@@ -588,6 +620,11 @@ fi
                 printf "  log %-3s c=%-2s pier %6d   nginx %6s   ratio %s\n", L, c, p, x, (x > 0 ? sprintf("%.3f", p / x) : "-")
                 irr[L, c] = (x > 0) ? p / x : ""
             }
+        }
+        pc = median("post" SUBSEP "chunked"); pl = median("post" SUBSEP "length")
+        if (pc != "" && pl != "") {
+            print ""
+            printf "instructions per POST /echo, 38-byte JSON (pier, log off, 1 connection, callgrind): chunked %d   Content-Length %d   chunked framing %+d\n", pc, pl, pc - pl
         }
         sp = median("slope" SUBSEP "pier-off"); sx = median("slope" SUBSEP "nginx-off")
         if (sp != "") {
