@@ -4,26 +4,25 @@
 #include <string.h>
 
 /* Byte classes. TCHAR: RFC 9110 token. VALUE: field-value bytes (VCHAR, obs-text, SP, HTAB).
- * TARGET: request-target bytes but '?' and '#' (VCHAR, obs-text: no whitespace, no control).
- * HEX: chunk size digits. */
-enum { C_TCHAR = 1, C_VALUE = 2, C_TARGET = 4, C_HEX = 8 };
+ * TARGET: request-target bytes but '?' and '#' (VCHAR, obs-text: no whitespace, no control). */
+enum { C_TCHAR = 1, C_VALUE = 2, C_TARGET = 4 };
 static const uint8_t cls[256] = {
-    0,  0,  0,  0,  0,  0,  0,  0,  0,  2,  0, 0, 0, 0, 0, 0, /* */
-    0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0, 0, 0, 0, 0, 0, /* */
-    2,  7,  6,  3,  7,  7,  7,  7,  6,  6,  7, 7, 6, 7, 7, 6, /*  !"#$%&'()*+,-./ */
-    15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 6, 6, 6, 6, 6, 2, /* 0-9 :;<=>? */
-    6,  15, 15, 15, 15, 15, 15, 7,  7,  7,  7, 7, 7, 7, 7, 7, /* @A-O */
-    7,  7,  7,  7,  7,  7,  7,  7,  7,  7,  7, 6, 6, 6, 7, 7, /* P-Z[\]^_ */
-    7,  15, 15, 15, 15, 15, 15, 7,  7,  7,  7, 7, 7, 7, 7, 7, /* `a-o */
-    7,  7,  7,  7,  7,  7,  7,  7,  7,  7,  7, 6, 7, 6, 7, 0, /* p-z{|}~ DEL */
-    6,  6,  6,  6,  6,  6,  6,  6,  6,  6,  6, 6, 6, 6, 6, 6, /* obs-text */
-    6,  6,  6,  6,  6,  6,  6,  6,  6,  6,  6, 6, 6, 6, 6, 6, /* */
-    6,  6,  6,  6,  6,  6,  6,  6,  6,  6,  6, 6, 6, 6, 6, 6, /* */
-    6,  6,  6,  6,  6,  6,  6,  6,  6,  6,  6, 6, 6, 6, 6, 6, /* */
-    6,  6,  6,  6,  6,  6,  6,  6,  6,  6,  6, 6, 6, 6, 6, 6, /* */
-    6,  6,  6,  6,  6,  6,  6,  6,  6,  6,  6, 6, 6, 6, 6, 6, /* */
-    6,  6,  6,  6,  6,  6,  6,  6,  6,  6,  6, 6, 6, 6, 6, 6, /* */
-    6,  6,  6,  6,  6,  6,  6,  6,  6,  6,  6, 6, 6, 6, 6, 6, /* */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, /* */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* */
+    2, 7, 6, 3, 7, 7, 7, 7, 6, 6, 7, 7, 6, 7, 7, 6, /*  !"#$%&'()*+,-./ */
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 2, /* 0-9 :;<=>? */
+    6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, /* @A-O */
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 7, 7, /* P-Z[\]^_ */
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, /* `a-o */
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 7, 6, 7, 0, /* p-z{|}~ DEL */
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, /* obs-text */
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, /* */
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, /* */
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, /* */
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, /* */
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, /* */
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, /* */
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, /* */
 };
 
 enum state {
@@ -35,23 +34,11 @@ enum state {
     S_LINE_LF, /* CR of the request line or of a field line */
     S_FIELD,   /* start of a field line, or of the empty line ending the head */
     S_NAME,
-    S_OWS,    /* whitespace after the colon */
-    S_VALUE,  /* a field value, up to CR */
-    S_END_LF, /* CR of the empty line */
-    S_BODY_NONE,
-    S_LENGTH,  /* Content-Length body */
-    S_SIZE0,   /* first digit of a chunk size */
-    S_SIZE,    /* more hex digits, ';' or CR */
-    S_EXT,     /* a chunk extension, up to CR */
-    S_SIZE_LF, /* CR after the chunk size line */
-    S_DATA,    /* chunk data */
-    S_DATA_CR, /* CRLF after chunk data */
-    S_DATA_LF,
-    S_TRAILER, /* start of a trailer line, or of the empty line ending the message */
-    S_TNAME,
-    S_TVALUE,
-    S_TLINE_LF,
-    S_TEND_LF,
+    S_OWS,     /* whitespace after the colon */
+    S_VALUE,   /* a field value, up to CR */
+    S_END_LF,  /* CR of the empty line */
+    S_LENGTH,  /* Content-Length body (none: left is 0) */
+    S_CHUNKED, /* a chunked body: llhttp's to walk (src/chunked.c) until pier_parse_body_done */
     S_ERROR,
 };
 
@@ -159,6 +146,10 @@ void pier_parse_init(struct pier_parser *ps) {
     memset(ps, 0, sizeof *ps);
 }
 
+void pier_parse_body_done(struct pier_parser *ps) {
+    ps->state = S_START;
+}
+
 /* The head is over: decide the body's framing and the connection's fate. */
 static int head_done(struct pier_parser *ps, struct pier_head *h, const char *base,
                      struct pier_parse_out *out) {
@@ -184,10 +175,10 @@ static int head_done(struct pier_parser *ps, struct pier_head *h, const char *ba
         if (!TOKEN_IS(base + v->off, v->len, "chunked"))
             return out->why = "only the chunked transfer coding is supported", 501;
         ps->flags |= PIER_P_CHUNKED;
-        ps->state = S_SIZE0;
+        ps->state = S_CHUNKED;
         return 0;
     }
-    ps->state = (ps->flags & PIER_P_LENGTH) && ps->left > 0 ? S_LENGTH : S_BODY_NONE;
+    ps->state = S_LENGTH;
     return 0;
 }
 
@@ -223,7 +214,6 @@ int pier_parse(struct pier_parser *ps, struct pier_head *h, const char *base, co
             if (*p == '\r')
                 NEXT(S_START_LF);
             ps->flags = 0;
-            ps->count = 0;
             ps->left = 0;
             ps->state = S_METHOD;
             out->stop = p;
@@ -288,24 +278,16 @@ int pier_parse(struct pier_parser *ps, struct pier_head *h, const char *base, co
             st = S_LINE_LF;
             continue;
         case S_FIELD:
-        case S_TRAILER: /* the same line rules; trailers are checked and counted, not kept */
-            if (p == end) {
-                if (st == S_TRAILER)
-                    goto more;
+            if (p == end)
                 goto more_head;
-            }
             if (*p == '\r')
-                NEXT(st == S_FIELD ? S_END_LF : S_TEND_LF);
+                NEXT(S_END_LF);
             if (!(cls[(unsigned char)*p] & C_TCHAR))
                 FAIL(400,
                      *p == ' ' || *p == '\t'
                          ? "malformed request: obs-fold (a header line starting with whitespace)"
                      : *p == '\n' ? "malformed request: bare LF"
                                   : "malformed request: invalid character in a header name");
-            if (st == S_TRAILER) {
-                st = S_TNAME;
-                continue;
-            }
             if (h->nfields == PIER_MAX_HEADERS)
                 FAIL(431, "too many header fields");
             h->names[h->nfields].off = (uint32_t)(p - base);
@@ -359,12 +341,20 @@ int pier_parse(struct pier_parser *ps, struct pier_head *h, const char *base, co
             h->nfields++;
             NEXT(S_LINE_LF);
         }
-        case S_LINE_LF: /* the end of the request line or of a field line */
-        case S_END_LF:  /* the end of the head */
-            if (p == end)
+        case S_START_LF: /* an empty line before the request */
+        case S_LINE_LF:  /* the end of the request line or of a field line */
+        case S_END_LF:   /* the end of the head */
+            if (p == end) {
+                if (st == S_START_LF)
+                    goto more;
                 goto more_head;
+            }
             if (*p++ != '\n')
                 FAIL(400, "malformed request: bare CR");
+            if (st == S_START_LF) {
+                st = S_START;
+                continue;
+            }
             if (st == S_LINE_LF) {
                 ps->flags |= PIER_P_FIELDS;
                 st = S_FIELD;
@@ -376,20 +366,11 @@ int pier_parse(struct pier_parser *ps, struct pier_head *h, const char *base, co
                 goto fail;
             out->stop = p;
             return PIER_PARSE_HEAD;
-        case S_BODY_NONE:
-            ps->state = S_START;
-            out->stop = p;
-            return PIER_PARSE_DONE;
-        case S_LENGTH:
-        case S_DATA: {
+        case S_LENGTH: {
             if (ps->left == 0) {
-                if (st == S_LENGTH) {
-                    ps->state = S_START;
-                    out->stop = p;
-                    return PIER_PARSE_DONE;
-                }
-                st = S_DATA_CR;
-                continue;
+                ps->state = S_START;
+                out->stop = p;
+                return PIER_PARSE_DONE;
             }
             if (p == end)
                 goto more;
@@ -400,77 +381,7 @@ int pier_parse(struct pier_parser *ps, struct pier_head *h, const char *base, co
             out->stop = p + n;
             return PIER_PARSE_BODY;
         }
-        case S_SIZE0:
-        case S_SIZE:
-            if (p == end)
-                goto more;
-            if (cls[(unsigned char)*p] & C_HEX) {
-                unsigned c = (unsigned char)*p | 0x20;
-                if (ps->left >> 60)
-                    FAIL(400, "malformed request: chunk size overflow");
-                ps->left = ps->left * 16 + (c <= '9' ? c - '0' : c - 'a' + 10);
-                p++;
-                st = S_SIZE;
-                continue;
-            }
-            if (st == S_SIZE && *p == ';')
-                NEXT(S_EXT);
-            if (st == S_SIZE && *p == '\r')
-                NEXT(S_SIZE_LF);
-            FAIL(400, "malformed request: invalid chunk size");
-        case S_START_LF:
-        case S_SIZE_LF:
-        case S_DATA_LF:
-        case S_TLINE_LF:
-        case S_TEND_LF:
-            if (p == end)
-                goto more;
-            if (*p++ != '\n')
-                FAIL(400, "malformed request: bare CR");
-            if (st == S_START_LF)
-                st = S_START;
-            else if (st == S_SIZE_LF)
-                st = ps->left ? S_DATA : S_TRAILER;
-            else if (st == S_DATA_LF)
-                st = S_SIZE0;
-            else if (st == S_TLINE_LF)
-                st = S_TRAILER;
-            else {
-                ps->state = S_START;
-                out->stop = p;
-                return PIER_PARSE_DONE;
-            }
-            continue;
-        case S_DATA_CR:
-            if (p == end)
-                goto more;
-            if (*p++ != '\r')
-                FAIL(400, "malformed request: chunk data not followed by CRLF");
-            st = S_DATA_LF;
-            continue;
-        case S_EXT: /* chunk extensions and trailers are checked and counted, not kept */
-        case S_TNAME:
-        case S_TVALUE: {
-            mark = p;
-            SKIP(st == S_TNAME ? C_TCHAR : C_VALUE);
-            ps->count += (uint32_t)(p - mark);
-            if (ps->count > max_head && st == S_EXT)
-                FAIL(400, "malformed request: chunk extensions exceed limits.max_header_bytes");
-            if (ps->count > max_head)
-                FAIL(431, "trailer fields exceed limits.max_header_bytes");
-            if (p == end)
-                goto more;
-            if (st == S_EXT && *p == '\r')
-                NEXT(S_SIZE_LF);
-            if (st == S_TNAME && *p == ':')
-                NEXT(S_TVALUE);
-            if (st == S_TVALUE && *p == '\r')
-                NEXT(S_TLINE_LF);
-            FAIL(400, *p == '\n'      ? "malformed request: bare LF"
-                      : st == S_TNAME ? "malformed request: invalid character in a header name"
-                                      : "malformed request: control character");
-        }
-        default: /* S_ERROR */
+        default: /* S_ERROR; S_CHUNKED, whose bytes are not this parser's */
             out->status = 400;
             out->why = "malformed request";
             return PIER_PARSE_ERROR;

@@ -7,6 +7,7 @@
 #ifndef PIER__REQUEST_H
 #define PIER__REQUEST_H
 
+#include "pier/chunked.h"
 #include "pier/metrics.h"
 #include "pier/session.h"
 
@@ -24,6 +25,7 @@ struct pier_reqstate {
     struct pier_head h;
     struct pier_header views[PIER_MAX_HEADERS];
     struct pier_request req;
+    struct pier_chunked chunked; /* a chunked body's framing (llhttp), from on_head */
     char rid[33];
     char allow[80];
 };

@@ -1,6 +1,7 @@
 /* session — HTTP/1.1 over an in-memory byte stream; see include/pier/session.h.
  *
- * The parser (src/parse.c) is the only walk over the bytes; this file acts on what it finds:
+ * Each byte is walked once: a head by pier's parser (src/parse.c), a chunked body's framing by
+ * llhttp (src/chunked.c); a Content-Length body is counted off. This file acts on what they find:
  * it builds the request view, enforces pier's own rules (Host, CONNECT, Expect, the body limit,
  * the target's form), routes, calls the handler and has the answer written (src/respond.c).
  * An early error marks the request RESPONDED and the connection CLOSE; the rest of the input
@@ -213,6 +214,18 @@ static void dispatch(struct pier_session *s, struct pier_response *res) {
 #define NOT_KEPT(s)                                                                                \
     FAIL((s), 503, "out of memory: the request could not be kept", PIER_BAD_OVERLOAD)
 
+/* Body bytes, counted against limits.max_body_bytes and kept when the route reads them. */
+static int on_body(void *ctx, const char *at, size_t len) {
+    struct pier_session *s = ctx;
+    struct pier_reqstate *rq = s->rq;
+    rq->body_bytes += len;
+    if (rq->body_bytes > (uint64_t)s->env->cfg->max_body_bytes)
+        return FAIL(s, 413, "request body exceeds limits.max_body_bytes", PIER_BAD_BODY_TOO_LARGE);
+    if ((s->flags & PIER_S_KEEP_BODY) && pier_buf_append(&rq->body, at, len) != 0)
+        return NOT_KEPT(s);
+    return 0;
+}
+
 /* The head is in: check what pier itself requires, route, and invite or refuse the body.
  * Returns -1 when the request was answered (and the connection is to close). */
 static int on_head(struct pier_session *s) {
@@ -263,6 +276,9 @@ static int on_head(struct pier_session *s) {
      * 415, a route that takes no body) is known now, so it goes at once, instead of the 100,
      * and the connection closes: the client then never sends a body that would be thrown
      * away (RFC 9110 10.1.1). */
+    if (chunked)
+        pier_chunked_begin(&rq->chunked, (uint32_t)env->cfg->max_header_bytes,
+                           (uint64_t)env->cfg->max_body_bytes, on_body, s);
     if (expect_continue) {
         if ((s->flags & PIER_S_KEEP_BODY) && !body_type_refused(req, rq->route)) {
             static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -276,16 +292,6 @@ static int on_head(struct pier_session *s) {
         s->flags |= PIER_S_RESPONDED | PIER_S_CLOSE;
         return -1;
     }
-    return 0;
-}
-
-static int on_body(struct pier_session *s, const char *at, size_t len) {
-    struct pier_reqstate *rq = s->rq;
-    rq->body_bytes += len;
-    if (rq->body_bytes > (uint64_t)s->env->cfg->max_body_bytes)
-        return FAIL(s, 413, "request body exceeds limits.max_body_bytes", PIER_BAD_BODY_TOO_LARGE);
-    if ((s->flags & PIER_S_KEEP_BODY) && pier_buf_append(&rq->body, at, len) != 0)
-        return NOT_KEPT(s);
     return 0;
 }
 
@@ -314,6 +320,8 @@ static int on_message_complete(struct pier_session *s) {
 
 static enum pier_bad_reason reason_of(int status) {
     switch (status) {
+    case 413:
+        return PIER_BAD_BODY_TOO_LARGE;
     case 414:
     case 431:
         return PIER_BAD_HEADER_TOO_LARGE;
@@ -360,8 +368,10 @@ int pier_session_feed(struct pier_session *s, const char *data, size_t len) {
             from = rq->base + kept;
             to = from + added;
         }
-        int ev = pier_parse(&s->parser, rq ? &rq->h : NULL, rq ? rq->base : NULL, from, to,
-                            max_head, &o);
+        int ev = rq && s->phase == PIER_PHASE_BODY && (s->parser.flags & PIER_P_CHUNKED)
+                     ? pier_chunked_feed(&rq->chunked, p, end, &o)
+                     : pier_parse(&s->parser, rq ? &rq->h : NULL, rq ? rq->base : NULL, from, to,
+                                  max_head, &o);
         switch (ev) {
         case PIER_PARSE_MORE:
             if (rq && s->phase == PIER_PHASE_HEADERS && !kept && to > rq->base) {
@@ -398,6 +408,7 @@ int pier_session_feed(struct pier_session *s, const char *data, size_t len) {
             continue;
         case PIER_PARSE_DONE:
             p = o.stop;
+            pier_parse_body_done(&s->parser);
             if (on_message_complete(s))
                 break;
             if (env->out.len >= PIER_OUT_HIGH_WATER && p < end) { /* let the writes catch up */

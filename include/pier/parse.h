@@ -1,5 +1,5 @@
-/* parse — one pass over an HTTP/1.1 request's bytes: the request line, the field lines and
- * the body's framing (Content-Length or chunked, with trailers).
+/* parse — one pass over an HTTP/1.1 request's head: the request line and the field lines, and
+ * the framing they announce.
  *
  * It is the only walk over the head: each byte is classified once (one 256-entry table) and
  * checked against RFC 9112 there — CRLF line ends only, no obs-fold, token field names, no
@@ -7,6 +7,9 @@
  * offsets from the request's first byte and the fields the session acts on are recognised by
  * name (a token, so nobody compares header names again). It is resumable at any byte: a head
  * split across reads goes on where it stopped. It never allocates and knows no socket.
+ *
+ * The body: a Content-Length body is counted off here (PIER_PARSE_BODY); a chunked one is
+ * llhttp's to walk (pier/chunked.h), and the parser waits for pier_parse_body_done.
  */
 #ifndef PIER_PARSE_H
 #define PIER_PARSE_H
@@ -66,24 +69,22 @@ struct pier_parser {
     uint8_t flags;  /* enum pier_parse_flags */
     uint8_t method; /* llhttp_method_t, or PIER_METHOD_UNKNOWN */
     uint8_t minor;  /* HTTP/1.minor */
-    uint32_t count; /* chunk extension and trailer bytes of this message */
-    uint64_t left;  /* body bytes left: of the Content-Length, or of the current chunk */
+    uint64_t left;  /* Content-Length body bytes left */
 };
 
 enum pier_parse_flags {
     PIER_P_KEEP_ALIVE = 1 << 0, /* the connection may carry another request */
     PIER_P_UPGRADE = 1 << 1,    /* Connection: upgrade with an Upgrade field */
-    PIER_P_CHUNKED = 1 << 2,
-    PIER_P_LENGTH = 1 << 3, /* a Content-Length field was seen (left holds it until the body) */
-    PIER_P_ZERO = 1 << 4,   /* the chunk size read so far is all zeros: the last chunk */
-    PIER_P_FIELDS = 1 << 5, /* past the request line: an oversized head is 431, not 414 */
+    PIER_P_CHUNKED = 1 << 2,    /* the body is chunked: its bytes go to pier_chunked_feed */
+    PIER_P_LENGTH = 1 << 3,     /* a Content-Length field was seen (left holds it until the body) */
+    PIER_P_FIELDS = 1 << 4,     /* past the request line: an oversized head is 431, not 414 */
 };
 
 enum pier_parse_event {
     PIER_PARSE_MORE,  /* every byte taken; send more */
     PIER_PARSE_BEGIN, /* a request starts at *stop (leading empty lines were skipped) */
     PIER_PARSE_HEAD,  /* the head ends just before *stop */
-    PIER_PARSE_BODY,  /* body bytes: [out->data, *stop) */
+    PIER_PARSE_BODY,  /* Content-Length body bytes: [out->data, *stop) */
     PIER_PARSE_DONE,  /* the message ends just before *stop */
     PIER_PARSE_ERROR, /* out->status and out->why say what; the parser stays in error */
 };
@@ -98,8 +99,10 @@ struct pier_parse_out {
 void pier_parse_init(struct pier_parser *ps);
 /* Parse [p, end). `base` is the request's first byte (from PIER_PARSE_BEGIN on), where the
  * head's offsets count from; the head's bytes must stay contiguous from base to p. `max_head`
- * bounds the head and, separately, a message's chunk extensions and trailers. */
+ * bounds the head. */
 int pier_parse(struct pier_parser *ps, struct pier_head *h, const char *base, const char *p,
                const char *end, uint32_t max_head, struct pier_parse_out *out);
+/* A chunked body (PIER_P_CHUNKED) was read to its end elsewhere: the next request may begin. */
+void pier_parse_body_done(struct pier_parser *ps);
 
 #endif

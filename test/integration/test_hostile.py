@@ -99,6 +99,17 @@ CASES = [
     ("last chunk ended by bare LF", CHUNKED + b"2\r\n{}\r\n0\r\n\n", {400}, True),
     ("chunk extension with a control byte", CHUNKED + b"2;a=\x01\r\n{}\r\n0\r\n\r\n", {400}, True),
     ("trailer with an invalid name", CHUNKED + b"2\r\n{}\r\n0\r\nBad Name: x\r\n\r\n", {400}, True),
+    # llhttp (which walks chunked bodies) accepts these; pier's callbacks refuse them (src/chunked.c)
+    ("chunk announcing more than max_body_bytes, no data yet", CHUNKED + b"100000\r\n", {413}, True),
+    ("trailer section ended by bare LF", CHUNKED + b"2\r\n{}\r\n0\r\nX: a\r\n\n", {400}, True),
+    ("obs-fold in a trailer", CHUNKED + b"2\r\n{}\r\n0\r\nX: a\r\n b\r\n\r\n", {400}, True),
+    ("empty trailer name", CHUNKED + b"2\r\n{}\r\n0\r\n: y\r\n\r\n", {400}, True),
+    ("whitespace padding in trailers over max_header_bytes",
+     CHUNKED + b"2\r\n{}\r\n0\r\nX:" + b" " * 17000 + b"a\r\n\r\n", {431}, True),
+    # llhttp refuses these only when built strict (third_party/llhttp)
+    ("space before a trailer's colon", CHUNKED + b"2\r\n{}\r\n0\r\nX : y\r\n\r\n", {400}, True),
+    ("Transfer-Encoding as a trailer", CHUNKED + b"2\r\n{}\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n",
+     {400}, True),
     # -- line structure -----------------------------------------------------------------
     ("obs-fold with SP", get(b"X-A: a\r\n b\r\n"), {400}, True),
     ("obs-fold with HTAB", get(b"X-A: a\r\n\tb\r\n"), {400}, True),
@@ -171,6 +182,9 @@ CASES = [
     ("obs-text in a header value", get(b"X-A: caf\xc3\xa9\tok\r\nConnection: close\r\n"), {200}, True),
     ("invalid X-Request-Id is replaced", get(b"X-Request-Id: " + b"r" * 200 + b"\r\nConnection: close\r\n"), {200}, True),
     ("nothing but empty lines", b"\r\n\r\n\r\n", CLOSE, True),
+    ("chunk extensions and trailer fields",
+     b"POST /prod/echo HTTP/1.1\r\n" + H + JSON + b"Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b'2;a="x y";b\r\n{}\r\n0;c=d\r\nX-T: v\r\n\r\n', {200}, True),
 ]
 
 
