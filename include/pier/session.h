@@ -1,12 +1,14 @@
 /* session — one HTTP/1.1 connection's protocol state, without the socket.
  *
- * Bytes go in (pier_session_feed), response bytes come out (appended to env->out): the parser
- * (src/parse.c) walks them once, the router dispatches, handlers answer, and the response is
- * serialized (src/respond.c) — all in memory. The connection layer (src/conn.c) owns the socket and
- * the timers and moves bytes; the fuzzer feeds this directly. Pipelined requests in one feed are
+ * Bytes go in (pier_session_feed), response bytes come out (appended to env->out): pier's parser
+ * (src/parse.c) walks a head once, llhttp (src/chunked.c) a chunked body's framing, the router
+ * dispatches, handlers answer, and the response is serialized (src/respond.c) — all in memory.
+ * The connection layer (src/conn.c) owns the socket and the timers and moves bytes; the fuzzer
+ * feeds this directly. Pipelined requests in one feed are
  * answered in order into the same output buffer, so they leave in one write.
  *
- * Memory: an idle session holds only the llhttp parser and a few words. A request's copied
+ * Memory: an idle session holds only its parser state (16 bytes) and a few words; llhttp's
+ * state lives in the request state, for the length of a chunked body. A request's copied
  * head and body live in a pier_reqstate taken from the worker's pool when the request starts
  * and given back when it ends, so keep-alive requests reuse warm buffers without malloc.
  */

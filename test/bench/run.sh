@@ -19,7 +19,10 @@
 #      (`master_process off; daemon off;`), access log off and on, alternated, per round.
 #   3b. (part post) The same for pier alone (log off, 1 connection) answering POST /echo with a
 #      38-byte JSON body, chunked (two chunks and the last one) and with Content-Length: what
-#      reading a body costs, and what chunked framing (llhttp's walk, src/chunked.c) adds.
+#      reading a body costs, and what chunked framing (llhttp's walk, src/chunked.c) adds. And
+#      llhttp alone on those bodies (test/bench/llhttp_cost.c, built from node-llhttp's sources
+#      as third_party/llhttp builds them): the announcing head, the chunked body from a copied
+#      state, and a Content-Length body behind a head of its own.
 #   4. Bytes per idle keep-alive connection: the least-squares slope of the server's RSS while
 #      10,000 connections are opened, each answered once and then left idle (pier, nginx).
 # It prints a table of medians, the ratios and the issue's targets, and writes it, with every
@@ -492,6 +495,29 @@ if [[ " $PARTS " == *" post "* ]]; then
                 log "$(printf 'POST %-7s round %s: %6d instructions per request' "$body" "$round" "$ipr")"
             done
         done
+        # llhttp alone: deterministic, one round
+        src=${PIER_LLHTTP_SOURCE_DIR:-/usr/share/llhttp} inc=${PIER_LLHTTP_INCLUDE_DIR:-/usr/share/include/llhttp}
+        mkdir -p "$TMP/llhttp"
+        if ! (cd "$TMP/llhttp" && cc -O2 -w -DLLHTTP_STRICT_MODE=1 -I"$inc" -c "$src/api.c" "$src/http.c" "$src/llhttp.c" &&
+            cc -O2 -Wall -Wextra -I"$inc" -o llhttp_cost "$ROOT/test/bench/llhttp_cost.c" api.o http.o llhttp.o) >&2; then
+            fail "part post: cannot build test/bench/llhttp_cost.c against llhttp in $src"
+        else
+            for mode in announce chunked length; do
+                irs=()
+                for n in "$CG_BASE" $((CG_N + CG_BASE)); do
+                    valgrind --tool=callgrind --callgrind-out-file="$TMP/llhttp/cg.$mode.$n" \
+                        "$TMP/llhttp/llhttp_cost" "$mode" "$n" >"$TMP/llhttp/$mode.$n.log" 2>&1 || true
+                    irs+=("$(awk '/^summary:/{print $2}' "$TMP/llhttp/cg.$mode.$n" 2>/dev/null)")
+                done
+                if [ -z "${irs[0]}" ] || [ -z "${irs[1]}" ] || ! grep -q "^$((CG_N + CG_BASE)) of" "$TMP/llhttp/$mode.$((CG_N + CG_BASE)).log"; then
+                    fail "part post: llhttp_cost $mode did not run (see $TMP/llhttp/$mode.*.log)"
+                    continue
+                fi
+                ipr=$(((irs[1] - irs[0]) / CG_N))
+                printf 'llhttp\t%s\t1\t%s\t%s\t%s\n' "$mode" "$ipr" "${irs[0]}" "${irs[1]}" >>"$RAW"
+                log "$(printf 'llhttp alone, %-8s %6d instructions per body' "$mode" "$ipr")"
+            done
+        fi
     fi
 fi
 
@@ -548,6 +574,7 @@ fi
     $1 == "callgrind" { add("ir" SUBSEP $2 SUBSEP $3, $5) }
     $1 == "idle" { add("slope" SUBSEP $2, $5) }
     $1 == "post" { add("post" SUBSEP $2, $4) }
+    $1 == "llhttp" { add("llhttp" SUBSEP $2, $4) }
     END {
         printf "%-18s %6s %10s %9s %9s %12s\n", "server", "conns", "req/s", "p50 ms", "p99 ms", "cpu us/req"
         for (i = 1; i <= n; i++) {
@@ -626,6 +653,9 @@ fi
             print ""
             printf "instructions per POST /echo, 38-byte JSON (pier, log off, 1 connection, callgrind): chunked %d   Content-Length %d   chunked framing %+d\n", pc, pl, pc - pl
         }
+        la = median("llhttp" SUBSEP "announce"); lc = median("llhttp" SUBSEP "chunked"); ll = median("llhttp" SUBSEP "length")
+        if (la != "")
+            printf "llhttp alone, per body: the announcing head %d   the chunked body from a copied state %d   a Content-Length body with its own head %d\n", la, lc, ll
         sp = median("slope" SUBSEP "pier-off"); sx = median("slope" SUBSEP "nginx-off")
         if (sp != "") {
             print ""

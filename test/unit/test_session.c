@@ -73,6 +73,10 @@ static void *worker(void *arg) {
         struct pier_session s;
         pier_session_init(&s, &wenv);
         pier_session_feed(&s, "GET /prod/nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 40);
+        static const char chunked[] = "POST /prod/echo HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                      "application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                      "2\r\n{}\r\n0\r\n\r\n";
+        pier_session_feed(&s, chunked, sizeof chunked - 1);
         pier_session_reset(&s);
         pier_buf_reset(&wenv.out);
     }
