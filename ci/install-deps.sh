@@ -30,9 +30,14 @@ if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null 2>&1 || { echo "install-deps: need root or sudo to install ${missing[*]}" >&2; exit 1; }
     sudo=(sudo -n)
 fi
+# One apt run at a time: .ci/run runs two lanes side by side, and dpkg's own lock fails at once.
+if [ "$(id -u)" -eq 0 ] && command -v flock >/dev/null 2>&1 && [ -z "${PIER_INSTALL_DEPS_LOCKED:-}" ]; then
+    export PIER_INSTALL_DEPS_LOCKED=1
+    exec flock -w 600 /run/lock/pier-install-deps.lock "$0" --only "${missing[@]}"
+fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-install() { "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+install() { "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
 # Refresh the package lists first when there are none; retry once after a refresh when the
 # lists are stale (an old list names package versions the mirror no longer has).
 if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' 2>/dev/null | head -n 1)" ]; then
