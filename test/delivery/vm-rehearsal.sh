@@ -30,6 +30,8 @@
 #
 #   VM_REHEARSAL_KEEP=1   leave the containers running at the end (to look around; remove
 #                         them with: docker rm -f $(docker ps -aq --filter name=pier-vm-PID-))
+#   VM_REHEARSAL_IMAGES_ONLY=1  build the host and outside images when missing, then stop
+#                         (.ci/run starts this early, beside the other container stages)
 # Images: pier-vm-host:<hash> and pier-vm-outside:<hash> (built when missing, ~5 min; their
 # hash covers their Dockerfiles and the package list), pier-vm-build:<commit> (ci/image.sh).
 # Containers, network and volume are named pier-vm-<pid>-*; all removed on exit.
@@ -122,6 +124,10 @@ build_image() { # build_image TAG DOCKERFILE [ARGS]
 }
 build_image "$host_image" test/delivery/vm/vm.Dockerfile --build-arg PACKAGES="$packages"
 build_image "$out_image" test/delivery/vm/outside.Dockerfile
+if [[ ${VM_REHEARSAL_IMAGES_ONLY:-0} == 1 ]]; then
+  say "images ready ($host_image, $out_image); VM_REHEARSAL_IMAGES_ONLY=1: nothing else"
+  exit 0
+fi
 # The workflow's build job: ci/image.sh tags the image with the commit SHA.
 sha=$(git rev-parse HEAD)
 if [[ -n $(git status --porcelain --untracked-files=no) ]]; then
