@@ -744,6 +744,47 @@ def extract_release(cfg, image, tag, out):
         run(["docker", "rm", "-f", cid])
 
 
+def deploy_file_drift(release_text, installed_text):
+    """The dotted keys whose values differ between the deploy file a release ships and the one
+    this host runs with (comments and layout ignored); [] when they agree. A file that does not
+    parse is reported as the key "(the whole file)"."""
+    import yaml
+
+    try:
+        a, b = yaml.safe_load(release_text), yaml.safe_load(installed_text)
+    except yaml.YAMLError:
+        return ["(the whole file)"]
+    diffs = []
+
+    def walk(x, y, prefix):
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in sorted(set(x) | set(y), key=str):
+                walk(x.get(k), y.get(k), f"{prefix}.{k}" if prefix else str(k))
+        elif x != y:
+            diffs.append(prefix or "(the whole file)")
+
+    walk(a, b, "")
+    return diffs
+
+
+def report_deploy_file_drift(cfg, rel, tag, out):
+    """Say when the release's deploy file is not the one this host runs with: the installed
+    copy governs (setup installs it), so a change in the repository reaches the host only
+    with `pier-deploy setup`."""
+    shipped = os.path.join(rel, "pier-deploy.yml")
+    if not os.path.isfile(shipped) or not cfg.path or not os.path.isfile(cfg.path):
+        return
+    try:
+        with open(shipped) as f, open(cfg.path) as g:
+            drift = deploy_file_drift(f.read(), g.read())
+    except OSError:
+        return
+    if drift:
+        shown = ", ".join(drift[:8]) + (f" and {len(drift) - 8} more" if len(drift) > 8 else "")
+        out.say(f"deploy file: {tag} ships one that differs from {cfg.path} in {shown}; "
+                f"this deploy uses {cfg.path} (run `pier-deploy setup` to install the new one)")
+
+
 def apply_release(cfg, env, image, out):
     """A deploy's host-wide config from the release: applied by a prod deploy (nginx -t,
     promtool first, under the host lock), only checked by a staging one."""
@@ -751,6 +792,7 @@ def apply_release(cfg, env, image, out):
     rel = extract_release(cfg, image, tag, out)
     if rel is None:
         return
+    report_deploy_file_drift(cfg, rel, tag, out)
     global say
     saved = say
     say = lambda m: out.say("host config: " + m)  # noqa: E731

@@ -184,3 +184,29 @@ class CommandTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class DeployFileDriftTest(unittest.TestCase):
+    """The deploy file a release ships against the one the host runs with (hostsetup)."""
+
+    def setUp(self):
+        from pierdeploy import hostsetup
+
+        self.drift = hostsetup.deploy_file_drift
+        with open(DEPLOY_FILE) as f:
+            self.text = f.read()
+
+    def test_the_same_file_with_other_comments_agrees(self):
+        self.assertEqual(self.drift(self.text, "# a note\n" + self.text.replace("\n", "  \n")), [])
+
+    def test_a_changed_value_is_named_by_its_dotted_key(self):
+        import yaml
+
+        d = yaml.safe_load(self.text)
+        d["environments"]["prod"]["watch"]["window_s"] = 12345
+        d["host"]["new_key"] = 1
+        self.assertEqual(self.drift(yaml.safe_dump(d), self.text),
+                         ["environments.prod.watch.window_s", "host.new_key"])
+
+    def test_a_file_that_does_not_parse_is_the_whole_file(self):
+        self.assertEqual(self.drift("a: [", self.text), ["(the whole file)"])
