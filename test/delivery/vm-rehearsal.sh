@@ -467,6 +467,16 @@ ssh_as staging pier-deploy status prod
 check "the staging key cannot read prod's status either (status $rc)" refused "this is the staging key"
 ssh_as prod pier-deploy status
 check "the prod key runs status prod through the gate (status $rc)" bash -c "[[ $rc == 0 ]] && grep -q '^prod: .* live on' '$tmp/ssh.out'"
+# A key the deploy account writes into its own ~/.ssh/authorized_keys is not honoured: for
+# deploy, sshd reads only the root-owned /etc/ssh/pier-deploy/authorized_keys.
+ssh-keygen -q -t ed25519 -N '' -C rogue -f "$tmp/key_rogue"
+docker cp "$tmp/key_rogue" "$out:/home/runner/keys/key_rogue"
+outside sh -c 'chown runner /home/runner/keys/key_rogue && chmod 600 /home/runner/keys/key_rogue'
+docker exec -i -u deploy -w /home/deploy "$vm" sh -c 'mkdir -p .ssh && chmod 700 .ssh && cat >>.ssh/authorized_keys && chmod 600 .ssh/authorized_keys' \
+  <"$tmp/key_rogue.pub" && rogue_written=1 || rogue_written=0
+ssh_as rogue pier-deploy status prod
+check "a key deploy adds to its own ~/.ssh/authorized_keys is not accepted (written: $rogue_written, ssh status $rc)" \
+  bash -c "[[ $rogue_written == 1 && $rc == 255 ]] && grep -q 'Permission denied' '$tmp/ssh.out' && docker exec $vm grep -q rogue /home/deploy/.ssh/authorized_keys"
 check "the gate logged its refusals and what it accepted (journal, tag pier-deploy-gate)" \
   bash -c "docker exec $vm journalctl -t pier-deploy-gate --no-pager | grep -q \"refused (key staging.*'pier-deploy deploy prod\" && docker exec $vm journalctl -t pier-deploy-gate --no-pager | grep -q 'accepted (key prod): status prod'"
 # A prod deploy of a commit that is not on main: an image labelled with main's child
