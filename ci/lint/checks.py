@@ -3,7 +3,7 @@
 
     checks.py pins FILE...                  every `uses:` pinned to a full commit SHA + `# vX.Y.Z`,
                                             every workflow with a top-level `permissions:`
-    checks.py ci-stages RUN CI_YML            every stage of .ci/run (but deps, dockerd,
+    checks.py ci-stages RUN CI_YML            every stage of .ci/run (but deps, dockerd, vm-images,
                                             base-image) is run by a job of ci.yml
     checks.py required-checks CI_YML JSON...  the status checks that ci/github-protect.sh
                                             requires are exactly the jobs of ci.yml
@@ -263,8 +263,9 @@ def check_deploy_workflow(path):
 REHEARSED_STEPS = ("deploy/pier-deploy deploy", "ci/public-smoke.sh")
 
 # .ci/run stages that only prepare a fresh machine: a hosted runner has Docker running,
-# pulls debian:bookworm-slim, and each job installs what it uses.
-STAGES_NOT_IN_CI = {"deps", "dockerd", "base-image"}
+# pulls debian:bookworm-slim, and each job installs what it uses (vm-images waits for the
+# rehearsal's images, which ci.yml's vm-rehearsal job builds in its own run).
+STAGES_NOT_IN_CI = {"deps", "dockerd", "base-image", "vm-images"}
 
 
 def check_ci_stages(run_script, ci_yml):
@@ -283,7 +284,7 @@ def check_ci_stages(run_script, ci_yml):
         jobs = (yaml.safe_load(f) or {}).get("jobs", {})
     runs = " \n".join(str(s.get("run", "")) for j in jobs.values() for s in j.get("steps", []))
     for lineno, line in logical:
-        m = re.match(r"^stage\s+(\S+)\s+(.*)$", line)
+        m = re.match(r"^\s*stage\s+(\S+)\s+(.*)$", line)  # also inside .ci/run's lane functions
         if not m or m.group(1) in STAGES_NOT_IN_CI:
             continue
         words = m.group(2).split()
