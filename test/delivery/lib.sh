@@ -188,6 +188,7 @@ run_deploy() {
 # and the load goes on DEPLOY_TEST_AFTER seconds after it ended. Sets $rc, $took and, per
 # environment and client kind, the requests and failures (res[NAME.ENV.KIND.requests|failed]).
 declare -A res dur
+post_clients=2 # keep-alive POST clients per environment, each with one request in flight at most
 scenarios=()
 scenario() {
   local name=$1 stop=$tmp/stop-$1 e k
@@ -196,7 +197,7 @@ scenario() {
   load_pids=()
   for e in prod staging; do
     python3 "$root/test/delivery/load.py" --port "$nginx_port" --prefix "/$e" \
-      --max-seconds 300 --stop-file "$stop" >"$tmp/load-$name-$e.json" &
+      --post "$post_clients" --max-seconds 300 --stop-file "$stop" >"$tmp/load-$name-$e.json" &
     load_pids+=($!)
   done
   sleep 1
