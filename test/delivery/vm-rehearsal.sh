@@ -467,6 +467,20 @@ ssh_as staging pier-deploy status prod
 check "the staging key cannot read prod's status either (status $rc)" refused "this is the staging key"
 ssh_as prod pier-deploy status
 check "the prod key runs status prod through the gate (status $rc)" bash -c "[[ $rc == 0 ]] && grep -q '^prod: .* live on' '$tmp/ssh.out'"
+# Rollback through the gate. Every prod deploy here is the same commit, and redeploying the live
+# tag keeps no "release before" (docs/deploys.md#roll-back): a plain rollback has nowhere to
+# go and says so; rollback prod TAG switches slots like any rollback.
+live_slot() { on_vm pier-deploy status prod | sed -n 's/^prod: .* live on \([a-z]*\) .*/\1/p'; }
+slot_before=$(live_slot)
+ssh_as prod pier-deploy rollback prod
+check "the prod key's rollback prod with no release before the live one is refused, nothing changed (status $rc)" \
+  bash -c "[[ $rc == 1 && '$(live_slot)' == '$slot_before' ]] && grep -q 'names no release before it' '$tmp/ssh.out'"
+ssh_as prod pier-deploy rollback prod "$sha"
+slot_after=$(live_slot)
+check "the prod key rolls prod back to a TAG through the gate: the other slot serves it ($slot_before -> $slot_after, status $rc)" \
+  bash -c "[[ $rc == 0 && -n '$slot_after' && '$slot_after' != '$slot_before' ]] && grep -q 'OK: prod runs' '$tmp/ssh.out'"
+check "after the rollback HTTPS answers from the public name: $(outside curl -s -o /dev/null -w '%{http_code}' --cacert /tmp/pebble-root.pem "https://$domain/prod/health")" \
+  bash -c "[[ \$(docker exec $out curl -s -o /dev/null -w '%{http_code}' --cacert /tmp/pebble-root.pem 'https://$domain/prod/health') == 200 ]]"
 # A key the deploy account writes into its own ~/.ssh/authorized_keys is not honoured: for
 # deploy, sshd reads only the root-owned /etc/ssh/pier-deploy/authorized_keys.
 ssh-keygen -q -t ed25519 -N '' -C rogue -f "$tmp/key_rogue"
