@@ -399,6 +399,10 @@ deploy staging smoke && rc=0 || rc=$?
 check "first deploy of staging from the runner ($deploy_s s, status $rc)" test "$rc" = 0
 check "deploy 1 (prod) checked the nginx config its image ships: the running one, not reloaded" grep -q 'host config: nginx: config unchanged, not reloaded' "$tmp/deploy-1.log"
 check "deploy 2 (staging) applies no host-wide config" grep -q 'staging does not apply host-wide config' "$tmp/deploy-2.log"
+# The VM's deploy file (setup installed it with the rehearsal's keys, window and repository)
+# differs from the one the release ships: the deploy names the keys and keeps the VM's.
+check "deploy 1 names the keys where the release's deploy file differs from the VM's, and uses the VM's" \
+  grep -Eq 'ships one that differs from /etc/pier/pier-deploy.yml in .*environments.prod.ssh.public_key.*this deploy uses /etc/pier/pier-deploy.yml' "$tmp/deploy-1.log"
 healthy=$(grep -o 'healthy (its health command, run by the deploy) after [0-9.]* s' "$tmp/deploy-1.log" | head -n 1 | grep -o '[0-9.]* s' || echo '?')
 say "time to healthy in the first deploy (the deploy's own probe): $healthy"
 ssh-keygen -q -t ed25519 -N '' -f "$tmp/other_key"
@@ -467,20 +471,6 @@ ssh_as staging pier-deploy status prod
 check "the staging key cannot read prod's status either (status $rc)" refused "this is the staging key"
 ssh_as prod pier-deploy status
 check "the prod key runs status prod through the gate (status $rc)" bash -c "[[ $rc == 0 ]] && grep -q '^prod: .* live on' '$tmp/ssh.out'"
-# Rollback through the gate. Every prod deploy here is the same commit, and redeploying the live
-# tag keeps no "release before" (docs/deploys.md#roll-back): a plain rollback has nowhere to
-# go and says so; rollback prod TAG switches slots like any rollback.
-live_slot() { on_vm pier-deploy status prod | sed -n 's/^prod: .* live on \([a-z]*\) .*/\1/p'; }
-slot_before=$(live_slot)
-ssh_as prod pier-deploy rollback prod
-check "the prod key's rollback prod with no release before the live one is refused, nothing changed (status $rc)" \
-  bash -c "[[ $rc == 1 && '$(live_slot)' == '$slot_before' ]] && grep -q 'names no release before it' '$tmp/ssh.out'"
-ssh_as prod pier-deploy rollback prod "$sha"
-slot_after=$(live_slot)
-check "the prod key rolls prod back to a TAG through the gate: the other slot serves it ($slot_before -> $slot_after, status $rc)" \
-  bash -c "[[ $rc == 0 && -n '$slot_after' && '$slot_after' != '$slot_before' ]] && grep -q 'OK: prod runs' '$tmp/ssh.out'"
-check "after the rollback HTTPS answers from the public name: $(outside curl -s -o /dev/null -w '%{http_code}' --cacert /tmp/pebble-root.pem "https://$domain/prod/health")" \
-  bash -c "[[ \$(docker exec $out curl -s -o /dev/null -w '%{http_code}' --cacert /tmp/pebble-root.pem 'https://$domain/prod/health') == 200 ]]"
 # A key the deploy account writes into its own ~/.ssh/authorized_keys is not honoured: for
 # deploy, sshd reads only the root-owned /etc/ssh/pier-deploy/authorized_keys.
 ssh-keygen -q -t ed25519 -N '' -C rogue -f "$tmp/key_rogue"
@@ -885,6 +875,23 @@ on_vm rm -f /srv/pier-fill/fill
 disk_res_s=$(wait_alert 60 "$t_disk_free" resolved '.alertname == "HostDiskAlmostFull" and .mountpoint == "/srv/pier-fill"')
 check "HostDiskAlmostFull resolved at the receiver ${disk_res_s:-never} s after the file was removed" test -n "$disk_res_s"
 on_vm umount /srv/pier-fill || true
+
+step "rollback through the prod key's gate"
+# Last, because a slot started again within a minute of its stop counts for PierRestarted,
+# which the alert checks above would see. Every prod deploy here is the same commit, and
+# redeploying the live tag keeps no "release before" (docs/deploys.md#roll-back): a plain
+# rollback has nowhere to go and says so; rollback prod TAG switches slots like any rollback.
+live_slot() { on_vm pier-deploy status prod | sed -n 's/^prod: .* live on \([a-z]*\) .*/\1/p'; }
+slot_before=$(live_slot)
+ssh_as prod pier-deploy rollback prod
+check "the prod key's rollback prod with no release before the live one is refused, nothing changed (status $rc)" \
+  bash -c "[[ $rc == 1 && '$(live_slot)' == '$slot_before' ]] && grep -q 'names no release before it' '$tmp/ssh.out'"
+ssh_as prod pier-deploy rollback prod "$sha"
+slot_after=$(live_slot)
+check "the prod key rolls prod back to a TAG through the gate: the other slot serves it ($slot_before -> $slot_after, status $rc)" \
+  bash -c "[[ $rc == 0 && -n '$slot_after' && '$slot_after' != '$slot_before' ]] && grep -q 'OK: prod runs' '$tmp/ssh.out'"
+check "after the rollback HTTPS answers from the public name: $(outside curl -s -o /dev/null -w '%{http_code}' --cacert /tmp/pebble-root.pem "https://$domain/prod/health")" \
+  bash -c "[[ \$(docker exec $out curl -s -o /dev/null -w '%{http_code}' --cacert /tmp/pebble-root.pem 'https://$domain/prod/health') == 200 ]]"
 
 step "done"
 say "alerts (delivery, resolution): HostDiskAlmostFull ${disk_s:-?} s, ${disk_res_s:-?} s; CertificateExpiresSoon ${cert_s:-?} s, ${cert_res_s:-?} s; NginxHighErrorRate (staging) ${ngx_s:-?} s, ${ngx_res_s:-?} s; PublicHealthDown (prod) ${pub_s:-?} s, ${pub_res_s:-?} s"
