@@ -33,7 +33,9 @@ SLOW_CONNECTIONS = 200
 DRIP_S = 0.5
 HEADER_MS = 10000  # the default; written out so the test says what it relies on
 PROBE_EVERY_S = 0.1
-LATENCY_LIMIT_S = 0.100
+LATENCY_LIMIT_S = 0.100  # every probe but the slowest
+MEDIAN_LIMIT_S = 0.020
+MAX_LIMIT_S = 1.0  # the slowest probe
 TIMER_S = 0.01  # pier's deadline timer is due at the deadline itself; this is its ms rounding
 CLOCK_S = 0.01  # time.time() and the connect after t0 is taken; pier's ms rounding
 CONFIG = BASE_CONFIG + "timeouts:\n  header_ms: %d\n" % HEADER_MS
@@ -130,7 +132,14 @@ class SlowlorisTest(unittest.TestCase):
         self.assertTrue(all(st == 200 for st in statuses), statuses)
         self.assertGreaterEqual(len(latencies), 50)
         if not SANITIZED:
-            self.assertLess(max(latencies), LATENCY_LIMIT_S)
+            # Held slow connections must not slow /health down: the median stays low and every
+            # probe but the slowest answers within the limit. The one slowest is left out: on a
+            # shared machine a single probe can wait for a CPU (seen: 113.7 ms once, with the
+            # median at 2.1 ms, while .ci/run's other lane ran the VM rehearsal); a pier that
+            # the slow connections held up would be slow on every probe, not on one.
+            self.assertLess(statistics.median(latencies), MEDIAN_LIMIT_S)
+            self.assertLess(sorted(latencies)[-2], LATENCY_LIMIT_S)
+            self.assertLess(max(latencies), MAX_LIMIT_S)
         self.assertEqual(len(lifetimes), SLOW_CONNECTIONS, "some slow connections were never closed")
         for v in slow.values():
             self.assertTrue(v["got"].startswith(b"HTTP/1.1 408 "), v["got"][:80])
